@@ -1,0 +1,38 @@
+"""Statistics that travel with a solve (never counters on the user's module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SolverStats:
+    """Counts for one solve.
+
+    Attributes:
+        nfe: evaluations of the vector field, including the starting-step
+            estimate, the first stage at ``t0`` and any Hermite end point.
+        accepted, rejected: adaptive steps accepted and rejected; a fixed-grid
+            solve accepts every step.
+        accepted_ts: end times of accepted steps, when ``record_steps=True``.
+        rejected_ts: start times of rejected attempts, when ``record_steps=True``.
+    """
+
+    nfe: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    accepted_ts: list[float] | None = None
+    rejected_ts: list[float] | None = None
+
+    @property
+    def steps(self) -> int:
+        """Attempted steps: accepted plus rejected."""
+        return self.accepted + self.rejected
+
+    def as_dict(self) -> dict:
+        out = {"nfe": self.nfe, "steps": self.steps, "accepted": self.accepted,
+               "rejected": self.rejected}
+        if self.accepted_ts is not None:
+            out["accepted_ts"] = list(self.accepted_ts)
+            out["rejected_ts"] = list(self.rejected_ts or [])
+        return out
