@@ -12,6 +12,7 @@ adaptive integrator, and attaches gradients with respect to ``t``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,7 +293,7 @@ def _check_times(name: str, value: Any, *, monotonic: bool = True) -> list[float
         if len(values) < 2:
             raise ValueError(f"options['{name}'] needs at least two times, got {values}")
         d = 1.0 if values[1] > values[0] else -1.0
-        if any(d * (b - a) <= 0 for a, b in zip(values, values[1:])):
+        if any(d * (b - a) <= 0 for a, b in itertools.pairwise(values)):
             raise ValueError(f"options['{name}'] must be strictly monotonic, got {values}")
     return values
 

@@ -104,9 +104,11 @@ class ButcherTableau:
         if len(self.b) != s:
             raise ValueError(f"ButcherTableau {name!r}: b must have {s} entries, got {len(self.b)}")
         if abs(math.fsum(self.b) - 1.0) > 1e-10:
-            raise ValueError(f"ButcherTableau {name!r}: b must sum to 1, sums to {math.fsum(self.b)!r}")
+            raise ValueError(f"ButcherTableau {name!r}: b must sum to 1, "
+                             f"sums to {math.fsum(self.b)!r}")
         if not isinstance(self.order, int) or self.order < 1:
-            raise ValueError(f"ButcherTableau {name!r}: order must be a positive int, got {self.order!r}")
+            raise ValueError(f"ButcherTableau {name!r}: order must be a positive int, "
+                             f"got {self.order!r}")
         if self.b_error is not None:
             if len(self.b_error) != s:
                 raise ValueError(f"ButcherTableau {name!r}: b_error must have {s} entries, "
@@ -163,7 +165,9 @@ class ButcherTableau:
         return f"ButcherTableau({self.name!r}, {self.stages} stages, {kind}, fsal={self.fsal})"
 
 
-def dense_from_polynomials(polys: Sequence[np.polynomial.Polynomial]) -> tuple[tuple[float, ...], ...]:
+def dense_from_polynomials(
+    polys: Sequence[np.polynomial.Polynomial],
+) -> tuple[tuple[float, ...], ...]:
     """Turn ``b_i(theta)`` polynomials (no constant term) into ``ButcherTableau.dense`` rows."""
     rows = []
     degree = max(p.degree() for p in polys)

@@ -46,7 +46,7 @@ def _dense() -> tuple[tuple[float, ...], ...]:
     # The published factors are rounded to ~17 digits; make b_i(1) = b_i exact so that
     # the interpolant is continuous across steps to machine precision.
     return tuple(
-        row[:-1] + (row[-1] + (b - sum(row)),) for row, b in zip(rows, _B)
+        (*row[:-1], row[-1] + (b - sum(row))) for row, b in zip(rows, _B)
     )
 
 
