@@ -31,7 +31,7 @@ from .solvers.problem import State, StateLayout, VectorField
 from .solvers.stats import SolverStats
 from .solvers.tableau import ButcherTableau
 
-DEFAULT_CONTROLLER = "pi"
+DEFAULT_CONTROLLER = "i"
 DEFAULT_MAX_NUM_STEPS = 100_000
 
 _FIXED_OPTIONS = {"step_size", "num_steps", "grid_points"}
