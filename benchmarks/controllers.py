@@ -19,6 +19,11 @@ import hyperode
 from hyperode.experiments.reference_problems import reference_problems
 
 RESULTS = pathlib.Path(__file__).parent / "results"
+CONTROLLERS = {
+    "i": hyperode.IController(),  # torchdiffeq's rule: no shrink after an accepted step
+    "i-shrink": hyperode.IController(shrink_after_accept=True),  # textbook I-controller
+    "pi": hyperode.PIController(),
+}
 
 
 def mlp_problem():
@@ -42,20 +47,20 @@ def main() -> None:
     with torch.no_grad():
         for method in ("dopri5", "tsit5", "bosh3"):
             for tol in (1e-3, 1e-6, 1e-9):
-                for controller in ("i", "pi"):
+                for controller in ("i", "i-shrink", "pi"):
                     nfe = rejected = 0
                     worst = 0.0
                     for _, f, y0, t, ref in cases:
                         sol = hyperode.solve(f, y0, t, rtol=tol, atol=tol, method=method,
-                                             options=dict(controller=controller))
+                                             options=dict(controller=CONTROLLERS[controller]))
                         nfe += sol.stats.nfe
                         rejected += sol.stats.rejected
                         worst = max(worst, float((sol.ys - ref).abs().max()))
                     rows.append(dict(method=method, tol=tol, controller=controller, nfe=nfe,
                                      rejected=rejected, max_error=worst))
-    print(f"{'method':<8}{'tol':>7}{'ctrl':>5}{'NFE':>8}{'rejected':>10}{'max error':>11}")
+    print(f"{'method':<8}{'tol':>7}{'ctrl':>9}{'NFE':>8}{'rejected':>10}{'max error':>11}")
     for r in rows:
-        print(f"{r['method']:<8}{r['tol']:>7.0e}{r['controller']:>5}{r['nfe']:>8}"
+        print(f"{r['method']:<8}{r['tol']:>7.0e}{r['controller']:>9}{r['nfe']:>8}"
               f"{r['rejected']:>10}{r['max_error']:>11.2e}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "controllers.json").write_text(json.dumps(

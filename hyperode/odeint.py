@@ -131,6 +131,7 @@ def solve(
             f0 = f(t_list[0], y0_flat)
         y_start = y0_flat - _tangent(t_tensor[0], layout.dtype) * f0
 
+    rtol_v, atol_v = _tolerances(rtol, atol, layout)  # validated even where a grid ignores them
     fixed = not tableau.adaptive or any(k in opts for k in _FIXED_OPTIONS)
     if fixed:
         if "grid_points" in opts:
@@ -143,7 +144,7 @@ def solve(
                              max_num_steps=max_num_steps,
                              record_steps=bool(opts.get("record_steps")))
     else:
-        cfg = _adaptive_config(opts, rtol, atol, layout, max_num_steps)
+        cfg = _adaptive_config(opts, rtol_v, atol_v, layout, max_num_steps)
         ys = integrate_adaptive(f, tableau, y_start, t_list, cfg, stats)
     ys[0] = y0_flat
 
@@ -236,14 +237,15 @@ def _positive_number(name: str, value: Any, *, allow_zero: bool = False,
 
 def _check_options(options: Any, tableau: ButcherTableau) -> dict[str, Any]:
     if options is None:
-        return {}
+        options = {}
     if not isinstance(options, dict):
         raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
     known = _FIXED_OPTIONS | _ADAPTIVE_OPTIONS | _COMMON_OPTIONS
     for key in options:
         if key not in known:
-            hint = (" (hyperode cuts steps to land on every output time, so no interpolation "
-                    "option is needed)" if key in {"interp", "perturb"} else "")
+            hint = (" (fixed grids land on every output time and adaptive solves use the "
+                    "method's dense output, so no interpolation option is needed)"
+                    if key in {"interp", "perturb"} else "")
             raise ValueError(f"unknown option {key!r}{hint}; known options: "
                              f"{', '.join(sorted(known))}")
     opts = dict(options)
@@ -345,11 +347,20 @@ def _tolerance_tensor(name: str, value: Any, shape: torch.Size, layout: StateLay
                          f"the state's shape {tuple(shape)}") from e
 
 
-def _adaptive_config(opts: dict[str, Any], rtol: Any, atol: Any, layout: StateLayout,
-                     max_num_steps: int) -> AdaptiveConfig:
+def _tolerances(rtol: Any, atol: Any, layout: StateLayout) -> tuple[float | Tensor,
+                                                                     float | Tensor]:
     rtol_v, atol_v = _tolerance("rtol", rtol, layout), _tolerance("atol", atol, layout)
-    if isinstance(rtol_v, float) and isinstance(atol_v, float) and rtol_v == 0 and atol_v == 0:
-        raise ValueError("rtol and atol are both 0; at least one must be > 0")
+    both_zero = (torch.as_tensor(rtol_v) + torch.as_tensor(atol_v)) == 0
+    if bool(both_zero.any()):
+        where = "" if both_zero.ndim == 0 else \
+            f" at flat state index {int(both_zero.reshape(-1).nonzero()[0])}"
+        raise ValueError(f"rtol and atol are both 0{where}; the error there could never be "
+                         f"judged: at least one of them must be > 0 for every element")
+    return rtol_v, atol_v
+
+
+def _adaptive_config(opts: dict[str, Any], rtol_v: float | Tensor, atol_v: float | Tensor,
+                     layout: StateLayout, max_num_steps: int) -> AdaptiveConfig:
 
     norm = opts.get("norm", mixed_norm)
     if not callable(norm):

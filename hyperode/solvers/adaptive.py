@@ -46,6 +46,10 @@ class AdaptiveConfig:
     jump_t: Sequence[float] = ()
     record_steps: bool = False
 
+    def __post_init__(self) -> None:
+        atol = self.atol
+        self.atol_may_vanish = bool((atol == 0).any()) if isinstance(atol, Tensor) else atol == 0
+
 
 def _scale(y0: Tensor, y1: Tensor, cfg: AdaptiveConfig) -> Tensor:
     """``atol + rtol * max(|y0|, |y1|)`` (call without a graph)."""
@@ -53,6 +57,22 @@ def _scale(y0: Tensor, y1: Tensor, cfg: AdaptiveConfig) -> Tensor:
     if isinstance(cfg.rtol, Tensor) or isinstance(cfg.atol, Tensor):
         return cfg.atol + cfg.rtol * big
     return big.mul_(cfg.rtol).add_(cfg.atol)
+
+
+def _divide(x: Tensor, scale: Tensor, cfg: AdaptiveConfig) -> Tensor:
+    """``x / scale``; where ``atol`` may be 0 the scale can be 0 too, and there an exact
+    zero counts as zero error (not 0/0 = NaN) while anything else is infinitely large."""
+    out = x / scale
+    if cfg.atol_may_vanish:
+        out = torch.where(x == 0, 0.0, out)
+    return out
+
+
+def _nudge(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The next time after ``t`` towards ``toward`` that is distinct in ``dtype`` (the
+    dtype in which ``f`` receives ``t``)."""
+    a = torch.tensor(t, dtype=dtype)
+    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
 
 
 def initial_step(
@@ -66,13 +86,13 @@ def initial_step(
     """
     with torch.no_grad():
         scale = cfg.atol + cfg.rtol * y0.abs()
-        d0 = float(cfg.norm(y0 / scale))
-        d1 = float(cfg.norm(f0 / scale))
+        d0 = float(cfg.norm(_divide(y0, scale, cfg)))
+        d1 = float(cfg.norm(_divide(f0, scale, cfg)))
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
         h0 = min(h0, cfg.max_step)
         y1 = torch.add(y0, f0, alpha=direction * h0)
         f1 = f(t0 + direction * h0, y1)
-        d2 = float(cfg.norm((f1 - f0) / scale)) / h0
+        d2 = float(cfg.norm(_divide(f1 - f0, scale, cfg))) / h0
     dmax = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** exponent
     return min(100 * h0, h1, cfg.max_step)
@@ -122,13 +142,19 @@ def integrate_adaptive(
                 f"a fixed-step method"
             )
         stop = stops[stop_i]
-        landing = d * (t + 1.01 * d * h - stop) >= 0  # Hairer's rule: no sliver of a last step
+        # Hairer's rule (land if within 1% of a step: no sliver of a step after it), but
+        # never a step longer than max_step.
+        landing = d * (t + 1.01 * d * h - stop) >= 0 and abs(stop - t) <= cfg.max_step
         h_step = abs(stop - t) if landing else h
-        if h_step < cfg.min_step or t + d * h_step == t:
-            _underflow(t, d * h_step, last_ratio, cfg)
-        result = rk_step(f, tableau, t, y, d * h_step, k1, with_error=True)
+        if not h >= cfg.min_step or t + d * h_step == t:  # `not >=` also catches NaN
+            _underflow(t, d * h, last_ratio, cfg)
+        field = f
+        if landing and stop in jumps:  # stages at the jump see its near side
+            near = _nudge(stop, t, y.dtype)
+            field = lambda s, z, near=near: f(near if d * (s - near) > 0 else s, z)  # noqa: E731
+        result = rk_step(field, tableau, t, y, d * h_step, k1, with_error=True)
         with torch.no_grad():
-            ratio = float(cfg.norm(result.error / _scale(y, result.y1, cfg)))
+            ratio = float(cfg.norm(_divide(result.error, _scale(y, result.y1, cfg), cfg)))
         last_ratio = ratio
         if not math.isfinite(ratio) or ratio > 1.0:
             stats.rejected += 1
@@ -168,7 +194,7 @@ def integrate_adaptive(
         if landing:
             stop_i += 1
         if landing and stop in jumps:  # evaluate f from the far side of the discontinuity
-            k1 = f(math.nextafter(t, t + d), y)
+            k1 = f(_nudge(t, t + d, y.dtype), y)
         elif out_i < len(t_out):
             k1 = f1 if f1 is not None else f(t, y)
     return ys

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 
 def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:
+    for name, value in (("safety", safety), ("ifactor", ifactor), ("dfactor", dfactor)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
     if not 0 < safety <= 1:
         raise ValueError(f"safety must be in (0, 1], got {safety!r}")
     if not ifactor >= 1:
@@ -25,11 +28,18 @@ def _check_factors(safety: float, ifactor: float, dfactor: float) -> None:
 @dataclass(frozen=True)
 class IController:
     """Integral (elementary) controller: ``factor = safety * r**(-exponent)``, clamped to
-    ``[dfactor, ifactor]``."""
+    ``[dfactor, ifactor]``.
+
+    With ``shrink_after_accept=False`` (the default, torchdiffeq's rule) an accepted
+    step never makes the next one smaller: ``factor >= 1`` whenever ``r <= 1``. Set it
+    to True for the textbook controller, which also shrinks after accepted steps
+    whose error ratio lies in ``(safety**(1/exponent), 1]``.
+    """
 
     safety: float = 0.9
     ifactor: float = 10.0
     dfactor: float = 0.2
+    shrink_after_accept: bool = False
 
     def __post_init__(self) -> None:
         _check_factors(self.safety, self.ifactor, self.dfactor)
@@ -41,8 +51,9 @@ class IController:
         """Return ``(factor, new memory)`` for an attempted step with error ``ratio``."""
         if ratio == 0.0:
             return self.ifactor, memory
+        floor = self.dfactor if ratio > 1.0 or self.shrink_after_accept else 1.0
         f = self.safety * ratio ** (-exponent)
-        return min(self.ifactor, max(self.dfactor, f)), memory
+        return min(self.ifactor, max(floor, f)), memory
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ class StateLayout:
             return flat
         lead = flat.shape[:-1]
         parts = flat.split(self.numels, dim=-1)
-        return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+        return tuple(p.reshape(lead + s) for p, s in zip(parts, self.shapes))
 
 
 class VectorField:
