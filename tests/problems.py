@@ -23,7 +23,7 @@ from torch import Tensor
 DTYPE = torch.float64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (caching)
 class Problem:
     name: str
     f: Callable[[Tensor, Tensor], Tensor]
@@ -106,7 +106,7 @@ def _gauss_exact(t: np.ndarray) -> np.ndarray:
 
 GAUSSIAN = Problem("gaussian", _gauss_f, torch.tensor([1.0], dtype=DTYPE), 0.0, 2.5, _gauss_exact)
 
-# --------------------------------------------------------------------------- nonlinear, non-autonomous
+# ------------------------------------------------------------- nonlinear, non-autonomous
 # y' = y^2 sin t  ->  y(t) = 1 / (cos t + C);  y(0) = 1/3 gives C = 2.
 
 
@@ -167,9 +167,28 @@ def _kepler_y0(e: float = KEPLER_E) -> Tensor:
 
 KEPLER = Problem("kepler", _kepler_f, _kepler_y0(), 0.0, 2.0 * np.pi, kepler_state)
 
+# --------------------------------------------------------------------------- time-warped Kepler
+# z(t) = kepler(phi(t)) with phi(t) = t + W sin t solves z' = phi'(t) f_kepler(z): a nonlinear,
+# non-autonomous system with a known solution (so the stage times c_i matter).
+
+WARP = 0.3
+
+
+def _warped_kepler_f(t: Tensor, y: Tensor) -> Tensor:
+    return (1.0 + WARP * torch.cos(t)) * _kepler_f(t, y)
+
+
+def _warped_kepler_exact(t: np.ndarray) -> np.ndarray:
+    t = np.atleast_1d(np.asarray(t, dtype=float))
+    return kepler_state(t + WARP * np.sin(t))
+
+
+WARPED_KEPLER = Problem("warped_kepler", _warped_kepler_f, _kepler_y0(), 0.0, 3.0,
+                        _warped_kepler_exact)
+
 # --------------------------------------------------------------------------- collections
 
-ALL = (LINEAR, HARMONIC, GAUSSIAN, RICCATI, LOTKA_VOLTERRA, KEPLER)
+ALL = (LINEAR, HARMONIC, GAUSSIAN, RICCATI, LOTKA_VOLTERRA, KEPLER, WARPED_KEPLER)
 EASY = (LINEAR, HARMONIC, GAUSSIAN)
 
 
@@ -185,23 +204,21 @@ def numpy_field(problem: Problem) -> Callable[[float, np.ndarray], np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_reference(name: str, t_key: tuple[float, ...]) -> np.ndarray:
-    problem = next(p for p in ALL if p.name == name)
+def _cached_reference(problem: Problem, t_key: tuple[float, ...]) -> np.ndarray:
     t_eval = np.asarray(t_key)
-    span = (problem.t0, float(t_eval[-1]) if t_eval[-1] != problem.t0 else problem.t1)
     sol = scipy.integrate.solve_ivp(
-        numpy_field(problem), span, problem.y0.numpy(), method="DOP853", t_eval=t_eval,
-        rtol=1e-12, atol=1e-12,
+        numpy_field(problem), (problem.t0, float(t_eval[-1])), problem.y0.numpy(),
+        method="DOP853", t_eval=t_eval, rtol=1e-12, atol=1e-12,
     )
     if not sol.success:
-        raise RuntimeError(f"scipy reference for {name} failed: {sol.message}")
+        raise RuntimeError(f"scipy reference for {problem.name} failed: {sol.message}")
     return sol.y.T.copy()
 
 
 def scipy_reference(problem: Problem, t_eval: np.ndarray | Tensor) -> np.ndarray:
     """``solve_ivp(method="DOP853", rtol=1e-12, atol=1e-12)`` from ``problem.y0`` at
-    ``problem.t0``, evaluated at ``t_eval`` (monotonic, starting at or after ``t0``);
-    returns ``[len(t_eval), dim]``."""
+    ``problem.t0``, evaluated at ``t_eval`` (monotonic, inside the span from ``t0``, ending
+    after ``t0``); returns ``[len(t_eval), dim]``. Cached per problem and times."""
     t = np.asarray(t_eval.detach().cpu().numpy() if isinstance(t_eval, Tensor) else t_eval,
                    dtype=float)
-    return _cached_reference(problem.name, tuple(float(x) for x in t)).copy()
+    return _cached_reference(problem, tuple(float(x) for x in t)).copy()

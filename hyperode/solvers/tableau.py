@@ -87,6 +87,14 @@ class ButcherTableau:
         name, s = self.name, len(self.c)
         if not isinstance(name, str) or not name:
             raise ValueError(f"ButcherTableau: name must be a non-empty string, got {name!r}")
+        rows = [("c", self.c), *((f"row {i} of a", r) for i, r in enumerate(self.a)),
+                ("b", self.b), ("b_error", self.b_error or ()),
+                *((f"row {i} of dense", r) for i, r in enumerate(self.dense or ()))]
+        for where, row in rows:
+            bad = [x for x in row if not math.isfinite(x)]
+            if bad:
+                raise ValueError(f"ButcherTableau {name!r}: {where} must hold finite numbers, "
+                                 f"got {bad[0]!r}")
         if s == 0:
             raise ValueError(f"ButcherTableau {name!r}: c must have at least one stage")
         if abs(self.c[0]) > _TOL:
