@@ -1,5 +1,6 @@
 """hyperode: Neural ODEs that are fast at inference, fast to train and still ODEs."""
 
+from .adjoint import ADJOINT_NORMS, AdjointSolution, odeint_adjoint, solve_adjoint
 from .errors import MaxStepsExceededError, NonFiniteStateError, SolverError, StepSizeUnderflowError
 from .odeint import Solution, odeint, solve
 from .solvers import (
@@ -11,6 +12,7 @@ from .solvers import (
     alpha,
     get_method,
     max_norm,
+    member_norm,
     mixed_norm,
     rms_norm,
 )
@@ -18,7 +20,9 @@ from .solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ADJOINT_NORMS",
     "METHODS",
+    "AdjointSolution",
     "ButcherTableau",
     "IController",
     "MaxStepsExceededError",
@@ -32,8 +36,11 @@ __all__ = [
     "alpha",
     "get_method",
     "max_norm",
+    "member_norm",
     "mixed_norm",
     "odeint",
+    "odeint_adjoint",
     "rms_norm",
     "solve",
+    "solve_adjoint",
 ]

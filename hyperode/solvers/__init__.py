@@ -2,7 +2,7 @@
 
 from .controllers import IController, PIController
 from .methods import METHODS, get_method
-from .norms import max_norm, mixed_norm, rms_norm
+from .norms import max_norm, member_norm, mixed_norm, rms_norm
 from .stats import SolverStats
 from .tableau import ButcherTableau, alpha
 
@@ -15,6 +15,7 @@ __all__ = [
     "alpha",
     "get_method",
     "max_norm",
+    "member_norm",
     "mixed_norm",
     "rms_norm",
 ]
