@@ -51,12 +51,17 @@ class AdaptiveConfig:
         self.atol_may_vanish = bool((atol == 0).any()) if isinstance(atol, Tensor) else atol == 0
 
 
-def _scale(y0: Tensor, y1: Tensor, cfg: AdaptiveConfig) -> Tensor:
-    """``atol + rtol * max(|y0|, |y1|)`` (call without a graph)."""
-    big = torch.maximum(y0.abs(), y1.abs())
+def _error_ratio(error: Tensor, abs_y0: Tensor, abs_y1: Tensor, cfg: AdaptiveConfig) -> float:
+    """``norm(error / (atol + rtol * max(|y0|, |y1|)))`` as a float (the step's one host
+    sync). Call without a graph; ``error`` is consumed (divided in place)."""
+    scale = torch.maximum(abs_y0, abs_y1)
     if isinstance(cfg.rtol, Tensor) or isinstance(cfg.atol, Tensor):
-        return cfg.atol + cfg.rtol * big
-    return big.mul_(cfg.rtol).add_(cfg.atol)
+        scale = cfg.atol + cfg.rtol * scale
+    else:
+        scale.mul_(cfg.rtol).add_(cfg.atol)
+    if cfg.atol_may_vanish:
+        return float(cfg.norm(_divide(error, scale, cfg)))
+    return float(cfg.norm(error.div_(scale)))
 
 
 def _divide(x: Tensor, scale: Tensor, cfg: AdaptiveConfig) -> Tensor:
@@ -123,6 +128,8 @@ def integrate_adaptive(
     stops, jumps = _landing_points(t, t_end, cfg)
     stop_i, out_i = 0, 1
     y = y0
+    with torch.no_grad():
+        abs_y = y.abs()  # |y| of the current step start, carried over from the last step's end
     k1 = f(t, y)
     if cfg.first_step is not None:
         h = min(cfg.first_step, cfg.max_step)
@@ -154,7 +161,8 @@ def integrate_adaptive(
             field = lambda s, z, near=near: f(near if d * (s - near) > 0 else s, z)  # noqa: E731
         result = rk_step(field, tableau, t, y, d * h_step, k1, with_error=True)
         with torch.no_grad():
-            ratio = float(cfg.norm(_divide(result.error, _scale(y, result.y1, cfg), cfg)))
+            abs_y1 = result.y1.abs()
+            ratio = _error_ratio(result.error, abs_y, abs_y1, cfg)
         last_ratio = ratio
         if not math.isfinite(ratio) or ratio > 1.0:
             stats.rejected += 1
@@ -188,7 +196,7 @@ def integrate_adaptive(
         h_next = h_step * factor
         if landing and h > h_step:  # a cut step says nothing about the natural step size
             h_next = max(h_next, h)
-        y, t = result.y1, t_new
+        y, t, abs_y = result.y1, t_new, abs_y1
         h = min(h_next, cfg.max_step)
         last_rejected = False
         if landing:
