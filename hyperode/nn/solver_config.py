@@ -1,0 +1,268 @@
+"""``SolverConfig``: the solver of a continuous-depth model as a small, immutable value.
+
+A Neural ODE's weights and the solver that integrates it are separate things: the
+same weights can be evaluated with dopri5 at 1e-6, with Euler at 8 steps or with a
+hypersolver. Keeping the solver in a frozen dataclass makes swapping it one
+assignment (``node.solver = cfg.replace(method="rk4", step_size=0.1)``) and makes a
+configuration hashable, comparable and printable for experiment records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from dataclasses import replace as _dc_replace
+from typing import Any
+
+from ..solvers.methods import get_method
+from ..solvers.tableau import ButcherTableau
+
+# Options that describe the grid; they are fields of SolverConfig, not free-form options.
+_GRID_FIELDS = ("step_size", "num_steps")
+# Options only an adaptive solve understands (mirrors hyperode.odeint).
+_ADAPTIVE_ONLY = frozenset({"norm", "controller", "safety", "ifactor", "dfactor", "first_step",
+                            "min_step", "max_step", "step_t", "jump_t"})
+
+
+def _hashable(value: Any) -> Any:
+    """Lists (e.g. ``step_t``) become tuples so that the config stays hashable."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _check_tolerance(name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < 0):
+        raise ValueError(f"SolverConfig: {name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How to integrate a continuous-depth model; independent of its weights.
+
+    Args:
+        method: a method name (``hyperode.METHODS``) or a ``hyperode.ButcherTableau``.
+        rtol, atol: tolerances of adaptive solves (>= 0, not both 0).
+        step_size: fixed step ``h`` (> 0). A method without an error estimate needs
+            exactly one of ``step_size``, ``num_steps`` (or ``options['grid_points']``);
+            an adaptive method given one runs on that fixed grid.
+        num_steps: number of equal steps over the integration span (int >= 1).
+        options: further ``hyperode.odeint`` options as ``(name, value)`` pairs (a
+            dict is accepted and converted); e.g. ``(("max_num_steps", 1000),)``.
+        adjoint_rtol, adjoint_atol: tolerances of the backward (adjoint) solve;
+            ``None`` = the forward ones.
+        adjoint_method: method of the backward solve; ``None`` = ``method``.
+        adjoint_norm: norm of the backward solve's error control, passed as
+            ``adjoint_options=dict(norm=adjoint_norm)``: ``"default"``, ``"seminorm"``
+            (torchdiffeq's) or ``"state_seminorm"`` (``hyperode.adjoint``); ``None`` =
+            the adjoint's default. Not passed when the backward solve runs on a fixed
+            grid, where there is no error control.
+
+    Only adjoint sensitivities read the ``adjoint_*`` fields.
+    """
+
+    method: str | ButcherTableau = "dopri5"
+    rtol: float = 1e-4
+    atol: float = 1e-4
+    step_size: float | None = None
+    num_steps: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
+    adjoint_method: str | ButcherTableau | None = None
+    adjoint_norm: str | None = None
+
+    def __post_init__(self) -> None:
+        options = self.options
+        if isinstance(options, Mapping):
+            options = tuple(sorted(options.items()))
+        try:
+            options = tuple((str(k), _hashable(v)) for k, v in options)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"SolverConfig: options must be a dict or a tuple of (name, value) "
+                             f"pairs, got {self.options!r}") from e
+        object.__setattr__(self, "options", options)
+        self._validate()
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate(self) -> None:
+        try:
+            tableau = get_method(self.method)
+        except ValueError as e:
+            raise ValueError(f"SolverConfig: {e}") from None
+        _check_tolerance("rtol", self.rtol)
+        _check_tolerance("atol", self.atol)
+        if self.rtol == 0 and self.atol == 0:
+            raise ValueError("SolverConfig: rtol and atol are both 0; at least one must be > 0")
+        _check_tolerance("adjoint_rtol", self.adjoint_rtol, optional=True)
+        _check_tolerance("adjoint_atol", self.adjoint_atol, optional=True)
+        if self.step_size is not None and (
+                isinstance(self.step_size, bool) or not isinstance(self.step_size, (int, float))
+                or not math.isfinite(self.step_size) or self.step_size <= 0):
+            raise ValueError(f"SolverConfig: step_size must be a finite number > 0, "
+                             f"got {self.step_size!r}")
+        if self.num_steps is not None and (
+                isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int)
+                or self.num_steps < 1):
+            raise ValueError(f"SolverConfig: num_steps must be an int >= 1, got {self.num_steps!r}")
+        names = [k for k, _ in self.options]
+        if len(set(names)) != len(names):
+            raise ValueError(f"SolverConfig: options names repeat: {names}")
+        for key in names:
+            if key in _GRID_FIELDS:
+                raise ValueError(f"SolverConfig: give {key} as the field {key}=..., "
+                                 f"not in options")
+        grids = [k for k in ("step_size", "num_steps") if getattr(self, k) is not None]
+        grids += [k for k in names if k == "grid_points"]
+        if len(grids) > 1:
+            raise ValueError(f"SolverConfig: give only one of step_size, num_steps, "
+                             f"options['grid_points']; got {grids}")
+        if not tableau.adaptive and not grids:
+            raise ValueError(f"SolverConfig: method={tableau.name!r} is fixed-step (no error "
+                             f"estimate) and needs step_size=h or num_steps=n")
+        if grids:
+            stray = sorted(_ADAPTIVE_ONLY.intersection(names))
+            if stray:
+                raise ValueError(f"SolverConfig: options {stray} apply only to adaptive solves, "
+                                 f"but {grids[0]} makes this a fixed-grid solve")
+        if self.adjoint_method is not None:
+            try:
+                adj = get_method(self.adjoint_method)
+            except ValueError as e:
+                raise ValueError(f"SolverConfig: adjoint_{e}") from None
+            if not adj.adaptive and not grids:
+                raise ValueError(f"SolverConfig: adjoint_method={adj.name!r} is fixed-step and "
+                                 f"needs the forward solve's step_size or num_steps")
+        if self.adjoint_norm is not None:
+            from ..adjoint import ADJOINT_NORMS  # the adjoint layer owns the norm names
+
+            if self.adjoint_norm not in ADJOINT_NORMS:
+                raise ValueError(f"SolverConfig: adjoint_norm must be None or one of "
+                                 f"{ADJOINT_NORMS}, got {self.adjoint_norm!r}")
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def fixed(cls, method: str | ButcherTableau, step_size: float | None = None,
+              num_steps: int | None = None, **kwargs: Any) -> SolverConfig:
+        """A fixed-grid solver: exactly one of ``step_size``, ``num_steps``."""
+        if (step_size is None) == (num_steps is None):
+            raise ValueError(f"SolverConfig.fixed: give exactly one of step_size, num_steps; "
+                             f"got step_size={step_size!r}, num_steps={num_steps!r}")
+        return cls(method=method, step_size=step_size, num_steps=num_steps, **kwargs)
+
+    @classmethod
+    def adaptive(cls, method: str | ButcherTableau = "dopri5", rtol: float = 1e-4,
+                 atol: float = 1e-4, **kwargs: Any) -> SolverConfig:
+        """An error-controlled solver; ``method`` must carry an error estimate."""
+        if not get_method(method).adaptive:
+            raise ValueError(f"SolverConfig.adaptive: method={method!r} has no error estimate; "
+                             f"use SolverConfig.fixed")
+        return cls(method=method, rtol=rtol, atol=atol, **kwargs)
+
+    def replace(self, **changes: Any) -> SolverConfig:
+        """A copy with ``changes`` applied (and validated).
+
+        Switching to a grid clears the other grid field, so that
+        ``adaptive_cfg.replace(method="rk4", step_size=0.1)`` and
+        ``fixed_cfg.replace(num_steps=8)`` do what they say.
+        """
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"SolverConfig.replace: unknown field(s) {sorted(unknown)}")
+        if changes.get("step_size") is not None and "num_steps" not in changes:
+            changes["num_steps"] = None
+        if changes.get("num_steps") is not None and "step_size" not in changes:
+            changes["step_size"] = None
+        return _dc_replace(self, **changes)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def tableau(self) -> ButcherTableau:
+        """The method as a ``ButcherTableau``."""
+        return get_method(self.method)
+
+    @property
+    def method_name(self) -> str:
+        """The method's name (``"dopri5"``, ``"alpha(0.75)"``, ...)."""
+        return self.tableau.name
+
+    @property
+    def is_fixed(self) -> bool:
+        """Whether the forward solve runs on a fixed grid (no error control)."""
+        return (not self.tableau.adaptive or self.step_size is not None
+                or self.num_steps is not None or "grid_points" in dict(self.options))
+
+    def odeint_options(self) -> dict[str, Any]:
+        """The ``options`` dict of ``hyperode.odeint``: ``options`` plus the grid fields."""
+        opts = dict(self.options)
+        if self.step_size is not None:
+            opts["step_size"] = float(self.step_size)
+        if self.num_steps is not None:
+            opts["num_steps"] = self.num_steps
+        return opts
+
+    def odeint_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``hyperode.odeint`` / ``hyperode.solve``:
+        ``rtol``, ``atol``, ``method``, ``options``."""
+        return dict(rtol=self.rtol, atol=self.atol, method=self.method,
+                    options=self.odeint_options())
+
+    def adjoint_kwargs(self, norm: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for the backward solve, fully resolved:
+        ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``, ``adjoint_options``.
+
+        Defaults follow torchdiffeq: tolerances and method of the forward solve; with
+        the same method the forward options (less a forward ``norm``) carry over, so a
+        fixed grid stays the same grid; a different fixed-step method gets the forward
+        grid. ``norm`` (or ``adjoint_norm``) is added only for an adaptive backward solve.
+        """
+        norm = norm if norm is not None else self.adjoint_norm
+        method = self.method if self.adjoint_method is None else self.adjoint_method
+        tableau = get_method(method)
+        forward = self.odeint_options()
+        if tableau == self.tableau:
+            opts = {k: v for k, v in forward.items() if k != "norm"}
+        else:
+            opts = {k: v for k, v in forward.items() if k in ("max_num_steps",)}
+            if not tableau.adaptive:
+                opts.update({k: v for k, v in forward.items()
+                             if k in ("step_size", "num_steps", "grid_points")})
+        backward_fixed = not tableau.adaptive or any(
+            k in opts for k in ("step_size", "num_steps", "grid_points"))
+        if norm is not None and not backward_fixed:
+            opts["norm"] = norm
+        return dict(
+            adjoint_rtol=self.rtol if self.adjoint_rtol is None else self.adjoint_rtol,
+            adjoint_atol=self.atol if self.adjoint_atol is None else self.adjoint_atol,
+            adjoint_method=method,
+            adjoint_options=opts,
+        )
+
+    def describe(self) -> str:
+        """A short human-readable description, e.g. ``"rk4, h=0.1"`` or
+        ``"dopri5, rtol=1e-04, atol=1e-04"``."""
+        parts = [self.method_name]
+        if self.step_size is not None:
+            parts.append(f"h={self.step_size:g}")
+        elif self.num_steps is not None:
+            parts.append(f"{self.num_steps} steps")
+        elif self.is_fixed:
+            parts.append("grid_points")
+        else:
+            parts.append(f"rtol={self.rtol:.0e}, atol={self.atol:.0e}")
+        parts += [f"{k}={v!r}" for k, v in self.options if k != "grid_points"]
+        adjoint = [f"{name}={getattr(self, 'adjoint_' + name)}"
+                   for name in ("rtol", "atol", "norm") if getattr(self, "adjoint_" + name)
+                   is not None]
+        if self.adjoint_method is not None:
+            adjoint.insert(0, f"method={get_method(self.adjoint_method).name}")
+        if adjoint:
+            parts.append("adjoint: " + ", ".join(adjoint))
+        return ", ".join(parts)
