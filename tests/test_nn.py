@@ -276,15 +276,16 @@ def test_adjoint_gradients_match_autograd():
 
 
 def test_adjoint_receives_solver_settings(monkeypatch):
-    adjoint = pytest.importorskip("hyperode.adjoint")
+    import hyperode.nn.node as node_module
+
     seen = {}
-    real = adjoint.solve_adjoint
+    real = node_module.solve_adjoint
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(adjoint, "solve_adjoint", spy)
+    monkeypatch.setattr(node_module, "solve_adjoint", spy)
     field = mlp_field()
     cfg = SolverConfig(rtol=1e-5, atol=1e-6, adjoint_rtol=1e-4, adjoint_method="bosh3")
     node = NeuralODE(field, solver=cfg, sensitivity="adjoint", seminorm=True)

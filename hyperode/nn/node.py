@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..adjoint import solve_adjoint
 from ..odeint import solve
 from ..solvers.problem import State
 from ..solvers.stats import SolverStats
@@ -174,8 +175,6 @@ class NeuralODE(nn.Module):
         if sensitivity == "autograd":
             sol = solve(func, y0, t, **cfg.odeint_kwargs())
         else:
-            from ..adjoint import solve_adjoint  # lazily: the adjoint layer sits above nn
-
             params = tuple(p for p in field.parameters() if p.requires_grad)
             sol = solve_adjoint(func, y0, t, **cfg.odeint_kwargs(),
                                 **cfg.adjoint_kwargs(norm=self._adjoint_norm(cfg)),
