@@ -627,7 +627,7 @@ CASES = {
                           (2, 1, 28, 28), (2, 10)),
     "hypersolver_cifar": (lambda s: architectures.hypersolver_cifar_model(s),
                           (2, 3, 32, 32), (2, 10)),
-    "ott_sphere": (lambda s: architectures.ott_sphere_model(3, s), (4, 1, 3), (4, 2)),
+    "ott_sphere": (lambda s: architectures.ott_sphere_model(3, s), (4, 3), (4, 2)),
     "ott_mnist": (lambda s: architectures.ott_mnist_model(s), (2, 1, 28, 28), (2, 10)),
     "ott_cifar": (lambda s: architectures.ott_cifar_model(s), (2, 3, 32, 32), (2, 10)),
     "digits": (lambda s: architectures.digits_model(8, s), (4, 1, 8, 8), (4, 10)),

@@ -157,18 +157,20 @@ def ott_ode_block(channels: int, conv: str = "1d", in_channels: int = 1) -> nn.S
 
 
 def _ott_model(block: nn.Module, features: int, n_classes: int, solver: SolverConfig,
-               sensitivity: str) -> ContinuousDepthModel:
+               sensitivity: str, input_map: nn.Module | None = None) -> ContinuousDepthModel:
     node = NeuralODE(Autonomous(block), (0.0, 1.0), solver, sensitivity)
     head = _kaiming(nn.Sequential(nn.Flatten(), nn.Linear(features, n_classes)))
-    return ContinuousDepthModel(nn.Identity(), node, head)
+    return ContinuousDepthModel(input_map or nn.Identity(), node, head)
 
 
 def ott_sphere_model(dim: int, solver: SolverConfig = SolverConfig(),  # noqa: B008
                      sensitivity: str = "autograd") -> ContinuousDepthModel:
-    """Ott et al.'s spheres classifier: state ``[B, 1, dim]`` (no input map), ODE block
-    with Conv1d and 32 channels, Flatten -> Linear(dim, 2) -> ``[B, 2]``."""
+    """Ott et al.'s spheres classifier: data ``[B, dim]`` viewed as the state
+    ``[B, 1, dim]`` (no learned input map), ODE block with Conv1d and 32 channels,
+    Flatten -> Linear(dim, 2) -> ``[B, 2]``."""
     dim = _positive_int("ott_sphere_model", "dim", dim)
-    return _ott_model(ott_ode_block(32, "1d"), dim, 2, solver, sensitivity)
+    return _ott_model(ott_ode_block(32, "1d"), dim, 2, solver, sensitivity,
+                      input_map=nn.Unflatten(1, (1, dim)))
 
 
 def ott_mnist_model(solver: SolverConfig = SolverConfig(),  # noqa: B008

@@ -1,0 +1,656 @@
+"""One training loop for every task: classification and density estimation.
+
+    from hyperode.experiments import TrainConfig, train
+    result = train(TrainConfig(task="spheres", iterations=300, out="runs/sph"))
+    result.results["final"]["test_accuracy"]
+
+Per iteration: a batch that depends only on ``(seed, iteration)``, forward through
+the objective (cross-entropy or NLL), backward, optional gradient clipping, an
+Adam/AdamW step and a cosine-annealing step. Every iteration is logged to
+``metrics.jsonl``: loss, accuracy (or NLL and bits/dim), forward and backward NFE
+summed over the model's Neural ODEs, learning rate, gradient norm, the solver in use,
+and times. Every ``eval_every`` iterations (and at the end) the model is evaluated on
+the test split, in batches and without gradients, and the figures join that
+iteration's record. Checkpoints are written atomically every ``checkpoint_every``
+iterations and at the end; ``resume=True`` continues from the last one and reaches
+the same weights and metrics as an uninterrupted run. Under ``torchrun`` the model is
+wrapped in ``DistributedDataParallel`` and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import Split
+from ..nn import SolverConfig
+from . import runs
+from .callbacks import Batch, Callback, TrainState, as_callback_list
+from .config import ConfigError, TrainConfig, build_solver, check_resume_compatible, resolve_config
+from .distributed import (
+    BatchPlan,
+    DistContext,
+    setup_distributed,
+    shard_range,
+    teardown_distributed,
+)
+from .objective import Objective, summarise
+from .odes import (
+    current_solver,
+    neural_odes,
+    nfe_counts,
+    set_solver,
+    solver_from_dict,
+    solver_to_dict,
+    using_solver,
+)
+from .tasks import CLASSIFICATION, DENSITY, PRESETS, build_model, load_split
+
+CHECKPOINT_FORMAT = "hyperode.train/1"
+_EVAL_SEED_OFFSET = 1_000_003  # evaluation draws (e.g. Hutchinson probes) from its own stream
+_TIMING_KEYS = ("iter_time", "wall_time", "eval_time")
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        model: the trained model (unwrapped, on the training device).
+        results: the contents of ``results.json``.
+        run_dir: the run folder.
+        state: the final ``TrainState`` (optimiser, scheduler, last metrics).
+    """
+
+    model: nn.Module
+    results: dict[str, Any]
+    run_dir: Path
+    state: TrainState
+
+
+def train(config: TrainConfig, callbacks: Sequence[Callback] | Callback | None = None, *,
+          model: nn.Module | None = None, split: Split | None = None,
+          handle_signals: bool = False) -> TrainResult:
+    """Train ``config.task`` and write a run folder; see the module docstring.
+
+    Args:
+        config: the run (``None`` fields take the task's preset).
+        callbacks: hooks called by the loop (``hyperode.experiments.Callback``).
+        model: train this model instead of the task's (it must contain the Neural ODEs
+            whose solver the config describes; their solver is set to it). It must be
+            built identically on resume (the checkpoint holds only its weights).
+        split: train on this data instead of the task's.
+        handle_signals: on SIGINT/SIGTERM finish the current iteration, write a
+            checkpoint and return (a second Ctrl-C aborts at once). The CLI sets it.
+
+    Raises:
+        ConfigError: a bad configuration value (names the field).
+        hyperode.experiments.runs.CheckpointError: an unreadable or unsafe checkpoint.
+    """
+    requested = config
+    cfg = resolve_config(requested)
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    ctx, device = setup_distributed(cfg.device)
+    try:
+        trainer = _Trainer(cfg, requested, ctx, device, as_callback_list(callbacks), model,
+                           split)
+        with _signal_flag(handle_signals and not ctx.enabled) as stop_flag:
+            trainer.stop_flag = stop_flag
+            return trainer.run()
+    finally:
+        teardown_distributed(ctx)
+        torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name: str | None = None
+
+
+@contextlib.contextmanager
+def _signal_flag(enabled: bool) -> Iterator[_StopFlag]:
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks between iterations."""
+    flag = _StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested, flag.signal_name = True, signal.Signals(signum).name
+        print(f"\n{flag.signal_name}: finishing this iteration and writing a checkpoint "
+              f"(Ctrl-C again to abort at once)", file=sys.stderr)
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+def versions() -> dict[str, str]:
+    """Versions of hyperode and the libraries a result depends on."""
+    return {"hyperode": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+class _Trainer:
+    """State and steps of one ``train`` call (one session of a possibly resumed run)."""
+
+    stop_flag: _StopFlag
+
+    def __init__(self, cfg: TrainConfig, requested: TrainConfig, ctx: DistContext,
+                 device: torch.device, callbacks: Any, model: nn.Module | None,
+                 split: Split | None) -> None:
+        self.ctx, self.device, self.callbacks = ctx, device, callbacks
+        self.stop_flag = _StopFlag()
+        self.run_dir, checkpoint_path = self._choose_run_dir(cfg)
+        payload = None
+        if checkpoint_path is not None:
+            payload = runs.load_checkpoint(checkpoint_path, map_location="cpu")
+            if payload.get("format") != CHECKPOINT_FORMAT:
+                raise runs.CheckpointError(f"{checkpoint_path} is not a hyperode training "
+                                           f"checkpoint (format {payload.get('format')!r})")
+            saved = TrainConfig.from_dict(json.loads(payload["config"]))
+            cfg = resolve_config(check_resume_compatible(saved, requested)
+                                 .replace(device=cfg.device, out=str(self.run_dir)))
+        self.cfg = cfg.replace(out=str(self.run_dir))
+        self.show = ctx.is_main and not cfg.quiet
+        self.kind = PRESETS[cfg.task].kind if split is None else (
+            DENSITY if split.y_train is None else CLASSIFICATION)
+        self.custom_model = model is not None
+
+        runs.seed_everything(cfg.seed)
+        self.split = load_split(cfg) if split is None else split
+        self.features = int(np.prod(self.split.input_shape))
+        solver = build_solver(cfg)
+        self.model = build_model(cfg, self.split, solver) if model is None else model
+        if not neural_odes(self.model):
+            raise ValueError(f"the model ({type(self.model).__name__}) contains no "
+                             f"hyperode.nn.NeuralODE")
+        if model is not None:
+            set_solver(self.model, solver)
+            for node in neural_odes(self.model):
+                node.sensitivity = "adjoint" if cfg.adjoint else "autograd"
+        self.model.to(device)
+        self.objective = Objective(self.model, self.kind)
+        self.train_objective: nn.Module = self.objective
+        if ctx.enabled:
+            self.train_objective = DistributedDataParallel(
+                self.objective, device_ids=[device] if device.type == "cuda" else None)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = _make_optimizer(cfg, self.params)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=cfg.iterations, eta_min=cfg.lr_min)
+        self.plan = BatchPlan(self.split.n_train, cfg.batch_size, cfg.seed, ctx)
+        self.data = _to_device(self.split, device)
+
+        self.state = TrainState(
+            config=self.cfg, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, device=device, dist=ctx, run_dir=self.run_dir,
+            evaluate_fn=self._evaluate_batch, evaluate_test_fn=self._evaluate_test,
+        )
+        self.initial_solver = solver
+        self.elapsed_before = 0.0
+        self.train_time_before = 0.0
+        if payload is not None:
+            self._restore(payload)
+        else:
+            # Training randomness (dropout, Hutchinson probes) per rank, after the model's
+            # initialisation (which used ``seed`` alone and is the same on every rank).
+            torch.manual_seed(cfg.seed * 7919 + 1 + ctx.rank)
+        self.resumed_from = None if payload is None else int(payload["iteration"])
+
+    # ------------------------------------------------------------------ run folder
+
+    def _choose_run_dir(self, cfg: TrainConfig) -> tuple[Path, Path | None]:
+        """Rank 0 picks the folder (and whether to resume); the others follow."""
+        decision: tuple[str, str | None, str | None] | None = None
+        if self.ctx.is_main:
+            try:
+                if cfg.out is not None:
+                    path = Path(cfg.out)
+                elif cfg.resume:
+                    path = runs.latest_run_dir(cfg.task) or runs.default_run_dir(cfg.task)
+                else:
+                    path = runs.default_run_dir(cfg.task)
+                ckpt = path / runs.CHECKPOINT_FILE
+                if ckpt.exists() and not cfg.resume:
+                    raise ConfigError("out", f"{str(path)!r} already holds a run "
+                                             f"({runs.CHECKPOINT_FILE}); resume it with "
+                                             f"resume=True (--resume) or choose another folder")
+                if path.exists() and not path.is_dir():
+                    raise ConfigError("out", f"{str(path)!r} exists and is not a folder")
+                path.mkdir(parents=True, exist_ok=True)
+                decision = (str(path), str(ckpt) if cfg.resume and ckpt.exists() else None,
+                            None)
+            except (ConfigError, OSError) as e:
+                decision = ("", None, f"{type(e).__name__}|{getattr(e, 'field', '')}|{e}")
+        decision = self.ctx.broadcast_object(decision)
+        assert decision is not None
+        path, ckpt, error = decision
+        if error is not None:
+            kind, field, message = error.split("|", 2)
+            if kind == "ConfigError":
+                raise ConfigError(field, message.split(": ", 1)[-1])
+            raise OSError(message)
+        return Path(path), None if ckpt is None else Path(ckpt)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_payload(self, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.state.iteration,
+            "config": self.cfg.to_json(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states,
+            "world_size": self.ctx.world_size,
+            "solvers": json.dumps([solver_to_dict(n.solver) for n in neural_odes(self.model)]),
+            "callbacks": json.dumps(self.callbacks.state_dict()),
+            "eval_metrics": json.dumps(self.state.eval_metrics),
+            "elapsed": self._elapsed(),
+            "train_time": self.train_time,
+            "versions": json.dumps(versions()),
+        }
+
+    def _save_checkpoint(self) -> None:
+        rng_states = self.ctx.all_gather_object(runs.capture_rng_state())
+        if self.ctx.is_main:
+            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT_FILE,
+                                 self._checkpoint_payload(rng_states))
+        self.ctx.barrier()
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.state.iteration = int(payload["iteration"])
+        self.state.eval_metrics = json.loads(payload["eval_metrics"])
+        nodes = neural_odes(self.model)
+        records = json.loads(payload["solvers"])
+        for node, record in zip(nodes, records):
+            solver = solver_from_dict(record)
+            if solver is None:
+                warnings.warn(f"the checkpoint's solver {record.get('describe')!r} cannot be "
+                              f"restored from its record; keeping {node.solver.describe()!r}",
+                              stacklevel=3)
+            else:
+                node.solver = solver
+        self.callbacks.load_state_dict(json.loads(payload["callbacks"]))
+        self.elapsed_before = float(payload["elapsed"])
+        self.train_time_before = float(payload["train_time"])
+        rng = payload["rng"]
+        if len(rng) != self.ctx.world_size:
+            warnings.warn(f"the checkpoint was written by {len(rng)} process(es), this run has "
+                          f"{self.ctx.world_size}: data order is unchanged but the other random "
+                          f"streams differ from an uninterrupted run", stacklevel=3)
+        runs.restore_rng_state(rng[self.ctx.rank % len(rng)])
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate_tensors(self, x: Tensor, y: Tensor | None, solver: SolverConfig | None,
+                          desc: str | None = None) -> dict[str, float]:
+        """Metrics on ``x``/``y`` (this rank's share), summed over ranks; no gradients,
+        eval mode, the model's solver and the training RNG untouched afterwards."""
+        model = self.model
+        was_training = model.training
+        batch_size = self.cfg.eval_batch_size
+        totals = torch.zeros(5, dtype=torch.float64)
+        cuda = [self.device] if self.device.type == "cuda" else []
+        starts = range(0, len(x), batch_size)
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.no_grad(), \
+                    using_solver(model, solver):
+                torch.manual_seed(self.cfg.seed + _EVAL_SEED_OFFSET)
+                bar = tqdm(starts, desc=desc, leave=False, dynamic_ncols=True,
+                           disable=not self.show or desc is None or len(starts) < 2)
+                for start in bar:
+                    xb = x[start:start + batch_size]
+                    yb = None if y is None else y[start:start + batch_size]
+                    _, counts = self.objective(xb, yb)
+                    totals[:3] += counts.cpu()
+                    totals[3] += nfe_counts(model)[0]
+                    totals[4] += 1
+        finally:
+            model.train(was_training)
+        totals = self._reduce(totals)
+        metrics = summarise(self.kind, totals, self.features)
+        metrics["nfe"] = float(totals[3] / max(float(totals[4]), 1.0))
+        return metrics
+
+    def _evaluate_batch(self, batch: Batch, solver: SolverConfig | None) -> dict[str, float]:
+        x, y = batch
+        return self._evaluate_tensors(x, y, solver)
+
+    def _evaluate_test(self, solver: SolverConfig | None = None) -> dict[str, float]:
+        x, y = self.data.x_test, self.data.y_test
+        if self.ctx.enabled:
+            idx = shard_range(len(x), self.ctx).to(x.device)
+            x, y = x[idx], None if y is None else y[idx]
+        return self._evaluate_tensors(x, y, solver, desc="evaluate")
+
+    def _reduce(self, values: Tensor) -> Tensor:
+        if not self.ctx.enabled:
+            return values
+        on = self.device if self.ctx.backend == "nccl" else torch.device("cpu")
+        return self.ctx.all_reduce_sum(values.to(on)).cpu()
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _step(self, i: int) -> dict[str, Any]:
+        """Iteration ``i`` (0-based): forward, backward, clip, step; returns the record."""
+        cfg, model = self.cfg, self.model
+        idx = self.plan.indices(i).to(self.data.x_train.device)
+        x = self.data.x_train[idx]
+        y = None if self.data.y_train is None else self.data.y_train[idx]
+        self.state.batch, self.state.epoch = (x, y), self.plan.epoch_of(i)
+        solver = current_solver(model)
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        start = time.perf_counter()
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, counts = self.train_objective(x, y)
+        nfe_forward = nfe_counts(model)[0]
+        loss.backward()
+        nfe_backward = nfe_counts(model)[1]
+        self.callbacks.on_after_backward(self.state)
+        max_norm = cfg.clip if cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        stats = torch.cat([counts.detach().cpu(), torch.tensor(
+            [nfe_forward, nfe_backward, float(grad_norm), float(self.stop_flag.requested)],
+            dtype=torch.float64)])
+        stats = self._reduce(stats)
+        iter_time = time.perf_counter() - start
+        self.train_time += iter_time
+        self.state.iteration = i + 1
+        world = self.ctx.world_size
+        record: dict[str, Any] = {"iteration": i + 1, "epoch": self.state.epoch}
+        record.update(summarise(self.kind, stats[:3], self.features))
+        if not math.isfinite(record["loss"]):
+            raise FloatingPointError(
+                f"the training loss became {record['loss']} at iteration {i + 1} (solver "
+                f"{solver.describe() if solver else None}, lr {lr:g}); the last good "
+                f"checkpoint is {self.run_dir / runs.CHECKPOINT_FILE}. Try a smaller lr, "
+                f"gradient clipping (--clip) or a more accurate solver")
+        record.update({
+            "nfe_forward": float(stats[3]) / world, "nfe_backward": float(stats[4]) / world,
+            "lr": lr, "grad_norm": float(stats[5]) / world,
+            "solver": solver.describe() if solver else None,
+            "iter_time": iter_time, "wall_time": self._elapsed(),
+        })
+        if float(stats[6]) > 0:
+            self.stop_flag.requested = True
+        return record
+
+    # ------------------------------------------------------------------ the loop
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+    def run(self) -> TrainResult:
+        cfg, state = self.cfg, self.state
+        self.session_start = time.perf_counter()
+        self.train_time = self.train_time_before
+        log = None
+        if self.ctx.is_main:
+            runs.atomic_write_json(self.run_dir / runs.CONFIG_FILE, cfg.to_dict())
+            log = runs.MetricsLog(self.run_dir / runs.METRICS_FILE,
+                                  keep_up_to=self.resumed_from)
+        self._announce()
+        self.callbacks.on_train_start(state)
+        bar = tqdm(total=cfg.iterations, initial=state.iteration, desc=f"train {cfg.task}",
+                   dynamic_ncols=True, disable=not self.show, unit="it")
+        status = "completed"
+        try:
+            while state.iteration < cfg.iterations:
+                record = self._step(state.iteration)
+                state.metrics = record
+                self.callbacks.on_iteration_end(state)
+                self._sync_solver()
+                stopping = (state.stop_training or self.stop_flag.requested
+                            or state.iteration == cfg.iterations)
+                if state.iteration % cfg.eval_every == 0 or stopping:
+                    self._evaluate_into(record)
+                if log is not None:
+                    log.write(record)
+                if state.iteration % cfg.checkpoint_every == 0 or stopping:
+                    self._save_checkpoint()
+                bar.update(1)
+                bar.set_postfix(_postfix(record), refresh=False)
+                if state.stop_training or self.stop_flag.requested:
+                    status = ("interrupted" if self.stop_flag.requested else "stopped")
+                    break
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        if not state.eval_metrics:  # a resumed run that had already finished
+            self._evaluate_into({})
+        self.callbacks.on_train_end(state)
+        results = self._finish(status)
+        return TrainResult(model=self.model, results=results, run_dir=self.run_dir,
+                           state=state)
+
+    def _evaluate_into(self, record: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        metrics = self._evaluate_test()
+        metrics["iteration"] = self.state.iteration
+        self.state.eval_metrics = metrics
+        record.update({f"test_{k}": v for k, v in metrics.items() if k != "iteration"})
+        record["eval_time"] = time.perf_counter() - start
+        self.callbacks.on_evaluate(self.state, metrics)
+        if self.show:
+            tqdm.write(f"[{self.state.iteration}/{self.cfg.iterations}] "
+                       + ", ".join(f"test {k} {v:.4g}" for k, v in metrics.items()
+                                   if k != "iteration"))
+
+    def _sync_solver(self) -> None:
+        """After callbacks, every rank integrates with rank 0's solver."""
+        if not self.ctx.enabled or not len(self.callbacks):
+            return
+        solver = self.ctx.broadcast_object(current_solver(self.model))
+        if solver is not None and solver != current_solver(self.model):
+            set_solver(self.model, solver)
+
+    def _announce(self) -> None:
+        if not self.show:
+            return
+        cfg = self.cfg
+        what = "resuming" if self.resumed_from is not None else "training"
+        at = f" from iteration {self.resumed_from}" if self.resumed_from is not None else ""
+        solver = current_solver(self.model)
+        print(f"hyperode: {what} {cfg.task} ({self.kind}, model {cfg.model}){at} on "
+              f"{self.device}" + (f" x{self.ctx.world_size}" if self.ctx.enabled else ""))
+        print(f"  data {self.split!r}")
+        print(f"  solver {solver.describe() if solver else None}, sensitivity "
+              f"{'adjoint' if cfg.adjoint else 'autograd'}; {cfg.optimizer} lr {cfg.lr:g} -> "
+              f"{cfg.lr_min:g} (cosine), batch {self.plan.batch_size}, {cfg.iterations} "
+              f"iterations")
+        print(f"  run folder {self.run_dir}")
+
+    # ------------------------------------------------------------------ results
+
+    def _finish(self, status: str) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        if self.ctx.is_main:
+            results = self._results(status)
+            runs.atomic_write_json(self.run_dir / runs.RESULTS_FILE, results)
+            meta = {"config": self.cfg.to_json(), "hyperode": __version__,
+                    "iteration": str(self.state.iteration)}
+            runs.save_weights(self.run_dir / runs.WEIGHTS_FILE, self.model, metadata=meta)
+            if self.cfg.plots:
+                results["plots"], errors = self._plots()
+                if errors:
+                    results["plot_errors"] = errors
+                runs.atomic_write_json(self.run_dir / runs.RESULTS_FILE, results)
+            if self.show:
+                _print_summary(results, self.run_dir)
+        results = self.ctx.broadcast_object(results)
+        return results
+
+    def _results(self, status: str) -> dict[str, Any]:
+        records = runs.read_metrics(self.run_dir / runs.METRICS_FILE)
+        solver = current_solver(self.model)
+        tail = records[-min(len(records), 50):]
+        train_keys = ("loss", "accuracy") if self.kind == CLASSIFICATION else \
+            ("loss", "nll", "bits_per_dim")
+        final = {k: v for k, v in self.state.eval_metrics.items()}
+        final = {("iteration" if k == "iteration" else f"test_{k}"): v for k, v in final.items()}
+        evals = [r for r in records if "test_loss" in r]
+        best: dict[str, Any] = {}
+        if evals:
+            key, pick = (("test_accuracy", max) if self.kind == CLASSIFICATION
+                         else ("test_nll", min))
+            top = pick(evals, key=lambda r: r[key])
+            best = {key: top[key], "iteration": top["iteration"]}
+        return {
+            "task": self.cfg.task, "kind": self.kind,
+            "model": "custom" if self.custom_model else self.cfg.model,
+            "status": status, "iterations": self.state.iteration,
+            "epochs": self.state.iteration / self.plan.batches_per_epoch,
+            "final": final, "best": best,
+            "train_last_50": {k: float(np.mean([r[k] for r in tail])) for k in train_keys}
+            if tail else {},
+            "nfe": {
+                "forward_mean": float(np.mean([r["nfe_forward"] for r in records]))
+                if records else 0.0,
+                "backward_mean": float(np.mean([r["nfe_backward"] for r in records]))
+                if records else 0.0,
+                "eval_forward_per_batch": final.get("test_nfe"),
+            },
+            "solver": {"initial": solver_to_dict(self.initial_solver),
+                       "final": solver_to_dict(solver) if solver else None},
+            "wall_time_s": self._elapsed(), "train_time_s": self.train_time,
+            "seed": self.cfg.seed, "data_seed": self.cfg.data_seed,
+            "device": str(self.device), "world_size": self.ctx.world_size,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "data": {"n_train": self.split.n_train, "n_test": self.split.n_test,
+                     "input_shape": list(self.split.input_shape),
+                     "num_classes": self.split.num_classes},
+            "resumed_from": self.resumed_from,
+            "versions": versions(), "config": self.cfg.to_dict(),
+            "files": {"config": runs.CONFIG_FILE, "metrics": runs.METRICS_FILE,
+                      "checkpoint": runs.CHECKPOINT_FILE, "weights": runs.WEIGHTS_FILE},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def _plots(self) -> tuple[list[str], list[str]]:
+        from . import plots
+
+        made, errors = [], []
+        records = runs.read_metrics(self.run_dir / runs.METRICS_FILE)
+        jobs = [("training_curves.png", lambda p: plots.plot_training_curves(records, p,
+                                                                              self.kind))]
+        if self.kind == CLASSIFICATION and self.split.input_shape[-1] == 2 \
+                and self.features == 2:
+            jobs.append(("decision_regions.png",
+                         lambda p: plots.plot_decision_regions(self.model, self.split, p)))
+        if self.kind == DENSITY and self.features == 2:
+            jobs.append(("density.png", lambda p: plots.plot_density(self.model, self.split, p,
+                                                                     seed=self.cfg.seed)))
+        for name, job in jobs:
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    job(self.run_dir / name)
+                made.append(name)
+            except Exception as e:  # a plot must not cost the run its results
+                warnings.warn(f"could not draw {name}: {type(e).__name__}: {e}", stacklevel=2)
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+        return made, errors
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class _DeviceData:
+    x_train: Tensor
+    y_train: Tensor | None
+    x_test: Tensor
+    y_test: Tensor | None
+
+
+def _to_device(split: Split, device: torch.device) -> _DeviceData:
+    def move(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device)
+
+    return _DeviceData(move(split.x_train), move(split.y_train), move(split.x_test),
+                       move(split.y_test))
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _postfix(record: dict[str, Any]) -> dict[str, str]:
+    out = {"loss": f"{record['loss']:.4f}"}
+    if "accuracy" in record:
+        out["acc"] = f"{record['accuracy']:.3f}"
+    if "bits_per_dim" in record:
+        out["bpd"] = f"{record['bits_per_dim']:.3f}"
+    out["nfe"] = f"{record['nfe_forward']:.0f}/{record['nfe_backward']:.0f}"
+    return out
+
+
+def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
+    final = results.get("final", {})
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in final.items()
+                        if isinstance(v, float))
+    print(f"hyperode: {results['status']} after {results['iterations']} iterations in "
+          f"{results['wall_time_s']:.1f} s; {figures}")
+    print(f"  results in {run_dir / runs.RESULTS_FILE}")
+
+
+def strip_timing(record: dict[str, Any]) -> dict[str, Any]:
+    """A metrics record without its wall-clock fields (for comparing runs)."""
+    return {k: v for k, v in record.items() if k not in _TIMING_KEYS}
