@@ -121,6 +121,15 @@ def solve_adjoint(
     layout = StateLayout(y0)
     t_tensor, _ = _check_t(t)
     tableau = get_method(method)
+    for name, m in (("method", tableau), ("adjoint_method", adjoint_method)):
+        if m is not None and not isinstance(get_method(m), ButcherTableau):
+            raise ValueError(
+                f"{name}={get_method(m).name!r} is not a Butcher tableau: the adjoint method "
+                f"differentiates the exact ODE solution, not a learned solver's steps (a "
+                f"hypersolver's g would get no gradient and would be handed the adjoint "
+                f"state); backpropagate through the solver instead (hyperode.solve, "
+                f"NeuralODE(..., sensitivity='autograd'))"
+            )
     _check_options(options, tableau)
     _tolerances(rtol, atol, layout)
     for p in params:

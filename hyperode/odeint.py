@@ -29,6 +29,7 @@ from .solvers.methods import get_method
 from .solvers.norms import mixed_norm
 from .solvers.problem import State, StateLayout, VectorField
 from .solvers.stats import SolverStats
+from .solvers.step import FixedStepMethod
 from .solvers.tableau import ButcherTableau
 
 DEFAULT_CONTROLLER = "i"
@@ -62,7 +63,7 @@ def odeint(
     *,
     rtol: float | Tensor | Sequence[float | Tensor] = 1e-7,
     atol: float | Tensor | Sequence[float | Tensor] = 1e-9,
-    method: str | ButcherTableau = "dopri5",
+    method: str | ButcherTableau | FixedStepMethod = "dopri5",
     options: dict[str, Any] | None = None,
 ) -> State:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at every ``t``.
@@ -81,7 +82,7 @@ def solve(
     *,
     rtol: float | Tensor | Sequence[float | Tensor] = 1e-7,
     atol: float | Tensor | Sequence[float | Tensor] = 1e-9,
-    method: str | ButcherTableau = "dopri5",
+    method: str | ButcherTableau | FixedStepMethod = "dopri5",
     options: dict[str, Any] | None = None,
 ) -> Solution:
     """Solve an initial value problem and return a ``Solution`` with statistics.
@@ -95,7 +96,10 @@ def solve(
             ``t[0]`` is the initial time. Time is handled in float64.
         rtol, atol: tolerances of adaptive methods, floats >= 0 or tensors
             broadcastable to the state (for a tuple state, one per member).
-        method: a name (``hyperode.METHODS``), or a ``ButcherTableau``.
+        method: a name (``hyperode.METHODS``), a ``ButcherTableau``, or any other
+            fixed-step method object (``hyperode.solvers.step.FixedStepMethod``), e.g. a
+            ``hyperode.hyper.HyperSolver``: such a method needs a grid option and
+            counts its corrections in ``stats.nfe_correction``.
         options: fixed-grid — ``step_size``, ``num_steps`` (equal steps over the
             span) or ``grid_points``; a method without an error estimate needs one of
             them, and an adaptive method given one runs on that grid. Adaptive —
@@ -235,7 +239,7 @@ def _positive_number(name: str, value: Any, *, allow_zero: bool = False,
     return float(value)
 
 
-def _check_options(options: Any, tableau: ButcherTableau) -> dict[str, Any]:
+def _check_options(options: Any, tableau: ButcherTableau | FixedStepMethod) -> dict[str, Any]:
     if options is None:
         options = {}
     if not isinstance(options, dict):
@@ -253,9 +257,13 @@ def _check_options(options: Any, tableau: ButcherTableau) -> dict[str, Any]:
     if len(fixed_keys) > 1:
         raise ValueError(f"give only one of step_size, num_steps, grid_points; got {fixed_keys}")
     if not tableau.adaptive and not fixed_keys:
+        kind = ("is fixed-step (no error estimate)" if isinstance(tableau, ButcherTableau)
+                else "runs on a fixed grid only (no error estimate, no step-size control)")
+        stray = sorted(k for k in _ADAPTIVE_OPTIONS if k in opts)
+        extra = f"; adaptive options {stray} do not apply to it" if stray else ""
         raise ValueError(
-            f"method {tableau.name!r} is fixed-step (no error estimate): pass "
-            f"options=dict(step_size=h), dict(num_steps=n) or dict(grid_points=...)"
+            f"method {tableau.name!r} {kind}: pass options=dict(step_size=h), "
+            f"dict(num_steps=n) or dict(grid_points=...){extra}"
         )
     if fixed_keys:
         stray = sorted(k for k in _ADAPTIVE_OPTIONS if k in opts)
@@ -397,8 +405,9 @@ def _adaptive_config(opts: dict[str, Any], rtol_v: float | Tensor, atol_v: float
     )
 
 
-def _check_finite(out: Tensor, t_list: list[float], f: VectorField, tableau: ButcherTableau,
-                  grid: list[float] | None, ys: list[Tensor]) -> None:
+def _check_finite(out: Tensor, t_list: list[float], f: VectorField,
+                  tableau: ButcherTableau | FixedStepMethod, grid: list[float] | None,
+                  ys: list[Tensor]) -> None:
     """One host sync for the whole solve; on failure, name the first bad time."""
     if bool(torch.isfinite(out.detach()).all()):
         return

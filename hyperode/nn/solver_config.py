@@ -16,6 +16,7 @@ from dataclasses import replace as _dc_replace
 from typing import Any
 
 from ..solvers.methods import get_method
+from ..solvers.step import FixedStepMethod
 from ..solvers.tableau import ButcherTableau
 
 # Options that describe the grid; they are fields of SolverConfig, not free-form options.
@@ -45,7 +46,10 @@ class SolverConfig:
     """How to integrate a continuous-depth model; independent of its weights.
 
     Args:
-        method: a method name (``hyperode.METHODS``) or a ``hyperode.ButcherTableau``.
+        method: a method name (``hyperode.METHODS``), a ``hyperode.ButcherTableau`` or a
+            fixed-step method object such as a ``hyperode.hyper.HyperSolver`` (held by
+            reference: the config does not own or copy its network, and a hypersolver
+            runs only with ``sensitivity="autograd"``).
         rtol, atol: tolerances of adaptive solves (>= 0, not both 0).
         step_size: fixed step ``h`` (> 0). A method without an error estimate needs
             exactly one of ``step_size``, ``num_steps`` (or ``options['grid_points']``);
@@ -65,7 +69,7 @@ class SolverConfig:
     Only adjoint sensitivities read the ``adjoint_*`` fields.
     """
 
-    method: str | ButcherTableau = "dopri5"
+    method: str | ButcherTableau | FixedStepMethod = "dopri5"
     rtol: float = 1e-4
     atol: float = 1e-4
     step_size: float | None = None
@@ -148,7 +152,7 @@ class SolverConfig:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def fixed(cls, method: str | ButcherTableau, step_size: float | None = None,
+    def fixed(cls, method: str | ButcherTableau | FixedStepMethod, step_size: float | None = None,
               num_steps: int | None = None, **kwargs: Any) -> SolverConfig:
         """A fixed-grid solver: exactly one of ``step_size``, ``num_steps``."""
         if (step_size is None) == (num_steps is None):
@@ -184,8 +188,8 @@ class SolverConfig:
     # ------------------------------------------------------------------ views
 
     @property
-    def tableau(self) -> ButcherTableau:
-        """The method as a ``ButcherTableau``."""
+    def tableau(self) -> ButcherTableau | FixedStepMethod:
+        """The method resolved: a ``ButcherTableau``, or the fixed-step method object."""
         return get_method(self.method)
 
     @property

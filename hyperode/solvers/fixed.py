@@ -3,8 +3,10 @@
 The grid is built once (uniform ``step_size``, ``num_steps`` equal steps, or the
 user's ``grid_points``) and every requested output time is merged into it, so
 outputs are hit exactly: steps are cut to land on them, never interpolated
-across. One ``rk_step`` per grid interval; an FSAL method carries its last stage
-over, costing ``s - 1`` evaluations per step after the first.
+across. One step per grid interval: ``rk_step`` for a tableau (an FSAL method
+carries its last stage over, costing ``s - 1`` evaluations per step after the
+first), or the ``step`` of any other ``FixedStepMethod`` (e.g. a hypersolver),
+always handed the first stage ``k1 = f(t, y)`` that the integrator evaluated.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import Tensor
 from ..errors import MaxStepsExceededError
 from .problem import VectorField
 from .stats import SolverStats
-from .step import rk_step
+from .step import FixedStepMethod, fixed_stepper
 from .tableau import ButcherTableau
 
 _MERGE_TOL = 1e-10  # grid points this close (relative to the span) to an output time merge
@@ -54,11 +56,15 @@ def build_grid(
 
 
 def integrate_fixed(
-    f: VectorField, tableau: ButcherTableau, y0: Tensor, grid: Sequence[float],
-    out_index: Sequence[int], stats: SolverStats, *, max_num_steps: int | None = None,
-    record_steps: bool = False,
+    f: VectorField, method: ButcherTableau | FixedStepMethod, y0: Tensor,
+    grid: Sequence[float], out_index: Sequence[int], stats: SolverStats, *,
+    max_num_steps: int | None = None, record_steps: bool = False,
 ) -> list[Tensor]:
-    """Take one step per grid interval; return the states at ``grid[i] for i in out_index``."""
+    """Take one step per grid interval; return the states at ``grid[i] for i in out_index``.
+
+    ``stats.accepted`` grows by the number of steps and ``stats.nfe_correction`` by
+    that times ``method.corrections_per_step`` (``f``'s evaluations are counted by
+    ``f`` itself)."""
     n_steps = len(grid) - 1
     if max_num_steps is not None and n_steps > max_num_steps:
         raise MaxStepsExceededError(
@@ -69,32 +75,36 @@ def integrate_fixed(
     ys = [y0] if 0 in wanted else []
     y = y0
     k1 = None
+    step = fixed_stepper(method, f)
+    fsal = method.fsal
     for j in range(n_steps):
         t, h = grid[j], grid[j + 1] - grid[j]
         if k1 is None:
             k1 = f(t, y)
-        result = rk_step(f, tableau, t, y, h, k1, with_error=False)
+        result = step(t, y, h, k1)
         y = result.y1
-        k1 = result.ks[-1] if tableau.fsal else None
+        k1 = result.ks[-1] if fsal else None
         if j + 1 in wanted:
             ys.append(y)
     stats.accepted += n_steps
+    stats.nfe_correction += n_steps * method.corrections_per_step
     if record_steps:
         stats.accepted_ts.extend(grid[1:])
     return ys
 
 
 def first_nonfinite_step(
-    f: VectorField, tableau: ButcherTableau, y: Tensor, grid: Sequence[float]
+    f: VectorField, method: ButcherTableau | FixedStepMethod, y: Tensor, grid: Sequence[float]
 ) -> float | None:
     """Replay ``grid`` from ``y`` (no graph) and return the first time at which the state
     is non-finite, or ``None``. Used only to name the time in an error message."""
     if not bool(torch.isfinite(y).all()):
         return grid[0]
+    step = fixed_stepper(method, f)
     with torch.no_grad():
         for j in range(len(grid) - 1):
             t, h = grid[j], grid[j + 1] - grid[j]
-            y = rk_step(f, tableau, t, y, h, f(t, y), with_error=False).y1
+            y = step(t, y, h, f(t, y)).y1
             if not bool(torch.isfinite(y).all()):
                 return grid[j + 1]
     return None

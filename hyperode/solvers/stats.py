@@ -12,6 +12,8 @@ class SolverStats:
     Attributes:
         nfe: evaluations of the vector field, including the starting-step
             estimate, the first stage at ``t0`` and any Hermite end point.
+        nfe_correction: evaluations of a learned correction (a hypersolver's
+            network ``g``: one per step while it is enabled); never part of ``nfe``.
         accepted, rejected: adaptive steps accepted and rejected; a fixed-grid
             solve accepts every step.
         accepted_ts: end times of accepted steps, when ``record_steps=True``.
@@ -19,6 +21,7 @@ class SolverStats:
     """
 
     nfe: int = 0
+    nfe_correction: int = 0
     accepted: int = 0
     rejected: int = 0
     accepted_ts: list[float] | None = None
@@ -30,8 +33,8 @@ class SolverStats:
         return self.accepted + self.rejected
 
     def as_dict(self) -> dict:
-        out = {"nfe": self.nfe, "steps": self.steps, "accepted": self.accepted,
-               "rejected": self.rejected}
+        out = {"nfe": self.nfe, "nfe_correction": self.nfe_correction, "steps": self.steps,
+               "accepted": self.accepted, "rejected": self.rejected}
         if self.accepted_ts is not None:
             out["accepted_ts"] = list(self.accepted_ts)
             out["rejected_ts"] = list(self.rejected_ts or [])

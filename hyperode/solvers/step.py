@@ -1,16 +1,23 @@
-"""One explicit Runge–Kutta step and the interpolants between steps.
+"""One explicit Runge–Kutta step, the fixed-step method protocol, and the interpolants.
 
 All coefficients are Python floats: the step size ``h`` and the times are plain
 floats chosen by the integrators (gradients with respect to the output times are
 attached exactly in ``hyperode.odeint``), so every stage combination
 ``y + h * sum_j a_ij k_j`` is a chain of fused ``add(…, alpha=h*a_ij)`` kernels
 with zero coefficients skipped: no coefficient tensors, no host synchronisation.
+
+``FixedStepMethod`` is what the fixed-grid integrator needs from a method: a
+``ButcherTableau`` (through ``rk_step``) satisfies it, and so does anything that
+wraps a tableau, e.g. ``hyperode.hyper.HyperSolver`` (base step plus a learned
+correction). ``fixed_stepper`` resolves a method to its per-step function once per
+solve, so a plain tableau runs ``rk_step`` with no extra call per step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -52,7 +59,7 @@ class StepResult(NamedTuple):
 
 def rk_step(
     f: Field, tableau: ButcherTableau, t: float, y: Tensor, h: float, k1: Tensor,
-    with_error: bool,
+    with_error: bool = False,
 ) -> StepResult:
     """Advance ``y`` from ``t`` to ``t + h`` with ``tableau``.
 
@@ -78,6 +85,47 @@ def rk_step(
         with torch.no_grad():
             error = combine(None, ks, tableau.b_error, h)
     return StepResult(y1, error, ks)
+
+
+@runtime_checkable
+class FixedStepMethod(Protocol):
+    """A method the fixed-grid integrator can run (``hyperode.solve(..., method=m)``).
+
+    Attributes:
+        name: how the method is named in messages and descriptions.
+        order: order ``p`` of the step.
+        fsal: whether ``step(...).ks[-1]`` is ``f(t + h, y1)``, reused as the next
+            step's first stage (read once per solve).
+        adaptive: ``False`` for anything but a ``ButcherTableau`` with an error
+            estimate; the adaptive integrator runs tableaux only.
+        corrections_per_step: evaluations of a learned correction per step (a
+            hypersolver's ``g``: 1; a tableau: 0), added to ``SolverStats.nfe_correction``.
+
+    ``step(f, t, y, h, k1) -> StepResult`` advances the flat state ``y`` from ``t`` by
+    ``h`` given ``k1 = f(t, y)`` (evaluated by the integrator, never again by the
+    method); ``f`` is the integrator's ``VectorField`` (``f.layout`` maps the flat
+    state back to the user's structure).
+    """
+
+    name: str
+    order: int
+    fsal: bool
+    adaptive: bool
+    corrections_per_step: int
+
+    def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult: ...
+
+
+def fixed_stepper(method: ButcherTableau | FixedStepMethod,
+                  f: Field) -> Callable[[float, Tensor, float, Tensor], StepResult]:
+    """``(t, y, h, k1) -> StepResult`` for ``method`` on ``f``, resolved once per solve.
+
+    A tableau gets ``rk_step`` bound by a C-level ``functools.partial`` (no Python
+    frame added per step); any other method its own ``step``.
+    """
+    if isinstance(method, ButcherTableau):
+        return partial(rk_step, f, method)
+    return partial(method.step, f)
 
 
 def dense_output(

@@ -19,8 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from .step import Field, StepResult
 
 _TOL = 1e-12
 
@@ -52,7 +58,12 @@ class ButcherTableau:
     ``fsal`` (first same as last) is derived: the last stage is evaluated at
     ``(t + h, y1)`` exactly when ``c[-1] == 1`` and the last row of ``a`` equals
     ``b``; its ``f`` value is then the next step's first stage, for free.
+
+    A tableau is a ``hyperode.solvers.step.FixedStepMethod`` (``step``,
+    ``corrections_per_step = 0``), so it can stand wherever a fixed-step method can.
     """
+
+    corrections_per_step: ClassVar[int] = 0  # no learned correction (FixedStepMethod)
 
     name: str
     c: tuple[float, ...]
@@ -155,6 +166,13 @@ class ButcherTableau:
         """Exponent ``1 / (q + 1)``, ``q = min(order, error_order)``, of step-size control."""
         q = self.order if self.error_order is None else min(self.order, self.error_order)
         return 1.0 / (q + 1)
+
+    def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult:
+        """One step of this method (``hyperode.solvers.step.rk_step``, no error estimate);
+        ``k1 = f(t, y)`` is given by the caller. Costs ``s - 1`` evaluations of ``f``."""
+        from .step import rk_step  # step.py imports this module
+
+        return rk_step(f, self, t, y, h, k1)
 
     def dense_weights(self, theta: float) -> list[float]:
         """``b_i(theta)`` of the continuous extension, as Python floats."""
