@@ -313,7 +313,7 @@ class _AdjointFunction(torch.autograd.Function):
             if t_grad:  # dL/dt_i through the output at t_i
                 with torch.no_grad():
                     tt = torch.full((), times[i], dtype=ys.dtype, device=ys.device)
-                    d = torch.dot(flat_f(tt, ys[i]).reshape(-1), grad_ys[i].reshape(-1))
+                    d = torch.dot(flat_f(tt, ys[i].detach()).reshape(-1), grad_ys[i].reshape(-1))
                 stats.nfe += 1
                 time_vjps[i] = d
                 state[2] = state[2] - d

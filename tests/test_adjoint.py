@@ -242,3 +242,21 @@ def test_parameter_dtype_mismatch_is_named():
     func = Field().float()
     with pytest.raises(ValueError, match="adjoint_params must share y0's dtype"):
         odeint_adjoint(func, torch.ones(2, 2, dtype=torch.float64), torch.tensor([0.0, 1.0]))
+
+
+def test_time_gradients_of_a_field_that_differentiates_its_state():
+    """Regression: dL/dt_i evaluates f at the stored output; that tensor must be a fresh
+    leaf, or a field that takes d/dz inside (a CNF's trace) fails or returns zeros."""
+    from hyperode.nn import CNF, TimeConcat
+
+    torch.manual_seed(0)
+    net = TimeConcat(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))).double()
+    state = (torch.randn(5, 2, dtype=torch.float64), torch.zeros(5, 1, dtype=torch.float64))
+    grads = []
+    for solver in (odeint_adjoint, odeint):
+        t = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64, requires_grad=True)
+        ys = solver(CNF(net), state, t, **TOL)
+        (ys[0][1:].sum() + ys[1][1:].sum()).backward()
+        grads.append(t.grad)
+    assert grads[0].abs().min() > 1e-3
+    assert _rel(grads[0], grads[1]) <= 1e-6

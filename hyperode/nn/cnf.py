@@ -87,7 +87,7 @@ class CNF(nn.Module):
             raise ValueError(f"CNF: z must have shape [B, D], got {tuple(z.shape)}")
         record = torch.is_grad_enabled()
         with torch.enable_grad():
-            if not z.requires_grad:
+            if not record or not z.requires_grad:  # a fresh leaf unless a graph is wanted
                 z = z.detach().requires_grad_(True)
             dz = self.net(t, z)
             if self.trace == "exact":
