@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +27,20 @@ model.safetensors. Ctrl-C finishes the current iteration and writes a checkpoint
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.solvers:
+        return _solvers_demo(args)
+    from .experiments.config import ConfigError
+    from .experiments.hyper import run_demo_pipeline
+
+    try:
+        run_demo_pipeline(args.out, train_iterations=args.train_iterations,
+                          fit_iterations=args.fit_iterations, quiet=args.quiet)
+    except ConfigError as e:
+        args.parser.error(f"argument --{e.field.replace('_', '-')}: {e.detail}")
+    return 0
+
+
+def _solvers_demo(args: argparse.Namespace) -> int:
     from .experiments.demo import format_table, run_demo
 
     rows = run_demo(num_steps=args.steps, rtol=args.rtol, atol=args.atol)
@@ -34,6 +49,121 @@ def _demo(args: argparse.Namespace) -> int:
           f"atol={args.atol:g}; error = max |y - y_exact| over 11 output times\n")
     print(format_table(rows))
     return 0
+
+
+def _add_solver_table_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=100, help="steps of fixed-step methods")
+    p.add_argument("--rtol", type=float, default=1e-6, help="rtol of adaptive methods")
+    p.add_argument("--atol", type=float, default=1e-9, help="atol of adaptive methods")
+
+
+# --------------------------------------------------------------------------- hyper
+
+#: argument names of the hyper pipeline (ConfigError.field) -> their flags.
+_HYPER_FLAGS = {"model": "--model", "hyper": "--hyper", "base": "--base", "steps": "--steps",
+                "iterations": "--iterations", "methods": "--methods",
+                "hyper_steps": "--hyper-steps", "results": "--results", "out": "--out"}
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _int_list_arg(text: str) -> list[int]:
+    return [_positive_int_arg(part) for part in text.split(",") if part.strip()]
+
+
+def _hyper(args: argparse.Namespace) -> int:
+    import torch
+
+    from .experiments.config import ConfigError
+    from .experiments.hyper import evaluate_hypersolver, fit_hypersolver, replot
+
+    torch.set_num_threads(args.threads)
+    try:
+        if args.hyper_command == "fit":
+            fit_hypersolver(args.model, args.base, args.steps, iterations=args.iterations,
+                            batch_size=args.batch_size, lr=args.lr, tol=args.tol,
+                            out=args.out, seed=args.seed, progress=not args.quiet)
+        elif args.hyper_command == "eval":
+            kw = {} if args.steps is None else {"steps": args.steps}
+            evaluate_hypersolver(args.model, args.hyper, out=args.out,
+                                 methods=args.methods.split(","),
+                                 hyper_steps=args.hyper_steps, tol=args.tol,
+                                 tight_tol=args.tight_tol, **kw)
+        else:
+            made = replot(args.results, args.out)
+            print(f"wrote {', '.join(made)}")
+    except ConfigError as e:
+        args.parser.error(f"argument {_HYPER_FLAGS.get(e.field, '--' + e.field)}: {e.detail}")
+    return 0
+
+
+def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
+    hp = sub.add_parser("hyper", help="fit and evaluate hypersolvers on a trained model",
+                        description="Hypersolvers on a trained Neural ODE (a training run "
+                                    "folder): fit g, evaluate against Euler/Midpoint/Heun/"
+                                    "RK4 and dopri5, draw Pareto fronts.")
+    hsub = hp.add_subparsers(dest="hyper_command", required=True)
+
+    fit = hsub.add_parser("fit", help="fit a hypersolver's g by residual fitting",
+                          description="Fit g on initial states input_map(x) of the model's "
+                                      "training split, residuals at K=--steps against dopri5; "
+                                      "writes config.json, hyper.safetensors, results.json "
+                                      "and fitting_curve.png.")
+    fit.add_argument("--model", required=True, metavar="RUN_DIR",
+                     help="training run folder (config.json + model.safetensors)")
+    fit.add_argument("--base", default="euler",
+                     help="base method: euler, midpoint, heun2, rk4, ... (default euler)")
+    fit.add_argument("--steps", type=_positive_int_arg, default=10, metavar="K",
+                     help="steps K of the mesh the residuals are fitted on (default 10)")
+    fit.add_argument("--iterations", type=_positive_int_arg, default=1000, metavar="N")
+    fit.add_argument("--batch-size", type=_positive_int_arg, default=64, metavar="B")
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--tol", type=float, default=1e-4,
+                     help="rtol = atol of the dopri5 reference (default 1e-4)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--out", metavar="DIR",
+                     help="output folder (default RUN_DIR/hyper-<base>-K<steps>)")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    ev = hsub.add_parser("eval", help="evaluate a fitted hypersolver against the classic "
+                                      "solvers and dopri5 on the test split",
+                         description="Terminal MAPE, accuracy loss, NFE, MACs and time per "
+                                     "test batch for every method; Pareto plots, results.json "
+                                     "and the fewest steps with < 0.1%% accuracy loss.")
+    ev.add_argument("--model", required=True, metavar="RUN_DIR", help="training run folder")
+    ev.add_argument("--hyper", required=True, metavar="HYPER_DIR",
+                    help="folder written by hyperode hyper fit")
+    ev.add_argument("--methods", default="euler,midpoint,heun2,rk4",
+                    help="comma-separated fixed-step methods")
+    ev.add_argument("--steps", type=_int_list_arg, metavar="K1,K2,...",
+                    help="step counts of the fixed-step methods")
+    ev.add_argument("--hyper-steps", type=_int_list_arg, metavar="K1,K2,...",
+                    help="step counts of the hypersolver (default: --steps)")
+    ev.add_argument("--tol", type=float, default=1e-4,
+                    help="tolerance of the dopri5 accuracy reference (default 1e-4)")
+    ev.add_argument("--tight-tol", type=float, default=1e-7,
+                    help="tolerance of the dopri5 error reference (default 1e-7)")
+    ev.add_argument("--out", metavar="DIR", help="output folder (default HYPER_DIR/eval)")
+
+    pa = hsub.add_parser("pareto", help="redraw the Pareto plots of an evaluation",
+                         description="Redraw the Pareto plots and the table from an "
+                                     "evaluation's results.json.")
+    pa.add_argument("--results", required=True, metavar="PATH",
+                    help="evaluation folder or its results.json")
+    pa.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: beside "
+                                                 "results.json)")
+    for p in (fit, ev, pa):
+        p.add_argument("--threads", type=_positive_int_arg, default=1,
+                       help="CPU threads (default 1)")
+        p.set_defaults(run=_hyper, parser=p)
 
 
 # --------------------------------------------------------------------------- train
@@ -173,18 +303,48 @@ def _train(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="solve reference problems with every method")
-    demo.add_argument("--steps", type=int, default=100, help="steps of fixed-step methods")
-    demo.add_argument("--rtol", type=float, default=1e-6, help="rtol of adaptive methods")
-    demo.add_argument("--atol", type=float, default=1e-9, help="atol of adaptive methods")
-    demo.set_defaults(run=_demo)
+    demo = sub.add_parser(
+        "demo", help="the hypersolver pipeline on the digits data (--solvers: the solver table)",
+        description="Train the digits Neural ODE with dopri5 (reused from OUT/train on a "
+                    "second run), fit HyperEuler at K=10, evaluate it against Euler, "
+                    "Midpoint, Heun, RK4 and dopri5, print the Pareto table and the speedup, "
+                    "write plots. --solvers instead solves reference problems with every "
+                    "method.")
+    demo.add_argument("--out", default="runs/demo", metavar="DIR",
+                      help="demo folder (default runs/demo)")
+    demo.add_argument("--train-iterations", type=_positive_int_arg, metavar="N",
+                      help="training iterations (default 1000)")
+    demo.add_argument("--fit-iterations", type=_positive_int_arg, default=3000, metavar="N",
+                      help="hypersolver fitting iterations (default 3000)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--solvers", action="store_true",
+                      help="run the solver table instead (every method on reference problems)")
+    _add_solver_table_args(demo)
+    demo.set_defaults(run=_demo, parser=demo)
+    solvers = sub.add_parser("solvers-demo",
+                             help="solve reference problems with every method")
+    _add_solver_table_args(solvers)
+    solvers.set_defaults(run=_solvers_demo)
+    _add_hyper_parser(sub)
     _add_train_parser(sub)
+    from .adapt.cli import add_parsers as add_adapt_parsers  # imports cli: keep it local
+
+    add_adapt_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    code = args.run(args)
+    if argv is None and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        # Under torchrun, gloo's threads abort the interpreter's shutdown about one run
+        # in ten ("terminate called without an active exception", exit -6) even after
+        # destroy_process_group; a minimal DDP script does the same. Everything has
+        # been written and closed by now, so leave without the C++ static teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

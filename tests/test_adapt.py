@@ -304,7 +304,7 @@ def test_report_solvers_for_adaptive_and_rk4():
 
 def test_training_with_step_adaptation_changes_the_step(tmp_path):
     cb = StepAdaptation(every=5, initial_step="config")
-    train(tiny(tmp_path / "run", iterations=20), callbacks=[cb])
+    train(tiny(tmp_path / "run", iterations=21), callbacks=[cb])  # no check on the last one
     records = read_metrics(tmp_path / "run" / runs.METRICS_FILE)
     assert records[0]["adapt_action"] == "start" and records[0]["adapt_step"] == 0.5
     checks = [r for r in records if "adapt_acc_test" in r]
@@ -336,7 +336,7 @@ def test_step_adaptation_starts_from_hairers_step(tmp_path):
 
 def test_training_with_tolerance_adaptation(tmp_path):
     cb = ToleranceAdaptation(every=3, initial_tol=1e-3)
-    train(tiny(tmp_path / "run", method="dopri5", num_steps=None, iterations=6),
+    train(tiny(tmp_path / "run", method="dopri5", num_steps=None, iterations=7),
           callbacks=[cb])
     records = read_metrics(tmp_path / "run" / runs.METRICS_FILE)
     assert records[0]["solver"] == "dopri5, rtol=1e-03, atol=1e-03"
@@ -370,7 +370,7 @@ def test_cli_odeness_and_adapt(trained_run, tmp_path, capsys):
     assert args.run(args) == 0
     assert "Verdict" in capsys.readouterr().out and is_png(tmp_path / "o" / "odeness.png")
     args = _parser().parse_args(["adapt", "--task", "xor", "--method", "euler", "--adapt",
-                                 "step", "--adapt-every", "2", "--iterations", "4",
+                                 "step", "--adapt-every", "2", "--iterations", "5",
                                  "--n-train", "64", "--n-test", "32", "--batch-size", "16",
                                  "--quiet", "--no-plots", "--out", str(tmp_path / "a")])
     assert args.run(args) == 0
@@ -394,3 +394,13 @@ def test_cli_errors_name_the_argument(argv, flag, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert flag in err
+
+
+def test_no_check_on_the_last_iteration(tmp_path):
+    """A change on the last iteration would only reach the final evaluation, which must
+    use the solver the model was trained with."""
+    cb = StepAdaptation(every=5, initial_step="config")
+    train(tiny(tmp_path / "run", iterations=10), callbacks=[cb])
+    checks = [r for r in read_metrics(tmp_path / "run" / runs.METRICS_FILE)
+              if "adapt_acc_test" in r]
+    assert [r["iteration"] for r in checks] == [5]

@@ -217,6 +217,10 @@ class StepAdaptation(Callback):
             return
         if (state.iteration + 1) % self.every != 0:
             return
+        if state.iteration + 1 >= state.config.iterations:
+            # a change now would take effect only in the final evaluation, which must
+            # use the solver the model was trained with
+            return
         # the solver in use, not self.h: under torchrun rank 0's solver is copied to the
         # other ranks after each iteration, so every rank checks the same step
         h = step_of(solver, span)

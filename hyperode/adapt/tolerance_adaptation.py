@@ -148,6 +148,10 @@ class ToleranceAdaptation(Callback):
     def on_after_backward(self, state: TrainState) -> None:
         if (state.iteration + 1) % self.every != 0:
             return
+        if state.iteration + 1 >= state.config.iterations:
+            # a change now would take effect only in the final evaluation, which must
+            # use the solver the model was trained with
+            return
         solver = self._train_solver(state)
         tol = solver.rtol  # the solver in use (rank 0's under torchrun)
         train = solver.replace(rtol=tol, atol=tol)

@@ -243,3 +243,78 @@ def is_png(path: str | Path) -> bool:
         return False
     return image.ndim == 3 and image.shape[0] > 0 and image.shape[1] > 0 and \
         math.isfinite(float(image.mean()))
+
+
+# --------------------------------------------------------------------------- hypersolvers
+
+
+def plot_fitting_curve(loss: list[float], val_loss: list[Any], path: str | Path,
+                       title: str = "") -> None:
+    """A hypersolver's residual-fitting loss per iteration (raw and smoothed) and its
+    validation loss."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    it = np.arange(1, len(loss) + 1, dtype=float)
+    v = np.asarray(loss, dtype=float)
+    ax.plot(it, v, color="C0", alpha=0.25, lw=0.8)
+    window = max(1, len(loss) // 50)
+    ax.plot(it, _smooth(v, window), color="C0", lw=1.5, label=f"train (mean of {window})")
+    if val_loss:
+        vi, vv = zip(*val_loss)
+        ax.plot(vi, vv, "o-", color="C3", ms=4, lw=1.2, label="validation")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("residual loss  mean ||R - g||")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"residual fitting: {title}" if title else "residual fitting")
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+
+
+def plot_pareto(rows: list[dict[str, Any]], front: list[int], cost: str, error: str,
+                path: str | Path, *, xlabel: str, ylabel: str, log_y: bool = True,
+                title: str = "") -> None:
+    """One line per method (``rows[i]["method"]``) of ``error`` against ``cost``, dopri5
+    as stars, and the Pareto front (row indices ``front``) as a dashed line. Accuracy
+    losses (fractions) are shown in percent."""
+    scale = 100.0 if error == "accuracy_loss" else 1.0
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    methods: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        methods.setdefault(r["method"], []).append(r)
+    markers = iter("osD^vP<>")
+    for name, group in methods.items():
+        pts = [(r[cost], r[error] * scale) for r in group if r[error] is not None]
+        if log_y:
+            pts = [(c, e) for c, e in pts if e > 0]
+        if not pts:
+            continue
+        pts.sort()
+        xs, ys = zip(*pts)
+        if name == "dopri5":
+            ax.plot(xs, ys, "*", color="k", ms=12, label="dopri5 (tolerances)")
+        else:
+            hyper = name.startswith("hyper")
+            ax.plot(xs, ys, marker="*" if hyper else next(markers, "o"), lw=2.2 if hyper
+                    else 1.2, ms=9 if hyper else 5, label=name)
+    fpts = sorted((rows[i][cost], rows[i][error] * scale) for i in front
+                  if rows[i][error] is not None and (not log_y or rows[i][error] > 0))
+    if fpts:
+        fx, fy = zip(*fpts)
+        ax.plot(fx, fy, "--", color="0.3", lw=1.0, label="Pareto front")
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    else:
+        ax.axhline(0.1, color="C3", lw=0.8, ls=":", label="0.1% loss")
+        ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
