@@ -27,10 +27,10 @@ from hyperode.adapt import test_step_size as step_rule
 from hyperode.adapt.cli import add_parsers
 from hyperode.adapt.crossing import segments_intersect
 from hyperode.adapt.report import _more_accurate
-from hyperode.adapt.runs import load_run
 from hyperode.experiments import TrainConfig, read_metrics, resolve_config, runs, train
 from hyperode.experiments.plots import is_png
 from hyperode.experiments.tasks import load_split
+from hyperode.experiments.trained import load_run
 from hyperode.nn import SolverConfig
 
 torch.set_num_threads(1)

@@ -24,8 +24,8 @@ def _odeness(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..experiments import CheckpointError, ConfigError
+    from ..experiments.trained import load_run
     from .report import solver_independence_report
-    from .runs import load_run
 
     parser: argparse.ArgumentParser = args.parser
     try:

@@ -40,11 +40,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ..experiments.callbacks import Callback, TrainState
+from ..experiments.callbacks import TrainState
 from ..experiments.odes import neural_odes
 from ..nn import SolverConfig
+from .logged import AdaptationLog
 from .starting_step import model_starting_step
 from .test_solver import method_order, step_of, test_solver
 
@@ -136,7 +136,7 @@ def _span_of(state: TrainState) -> float:
     return abs(s1 - s0)
 
 
-class StepAdaptation(Callback):
+class StepAdaptation(AdaptationLog):
     """Adapt the step of a fixed-step training solver (Ott et al., Algorithm 2).
 
     Args:
@@ -153,6 +153,8 @@ class StepAdaptation(Callback):
     The adapted step is stored in ``state_dict`` and survives a resume; ``history``
     holds one dict per check (the logged values).
     """
+
+    value_key = "h"
 
     def __init__(self, every: int = 50, threshold: float = 0.1, max_steps: int = 500,
                  growth: float = 1.1, factor: float = 50.0, test_method: str | None = None,
@@ -172,10 +174,8 @@ class StepAdaptation(Callback):
             every, threshold, max_steps, growth)
         self.factor, self.test_method, self.initial_step = factor, test_method, initial_step
         self.rtol, self.atol = rtol, atol
+        super().__init__()
         self.h: float | None = None
-        self.nfe_total = 0.0
-        self.history: list[dict[str, Any]] = []
-        self._pending: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -240,26 +240,10 @@ class StepAdaptation(Callback):
         self.h = decision.h
         if decision.h != h:
             state.set_solver(solver.replace(step_size=decision.h))
-        self.nfe_total += sum(nfe)
         entry = {"iteration": state.iteration + 1, "adapt_step": decision.h,
                  "adapt_num_steps": math.ceil(span / decision.h - 1e-9),
                  "adapt_acc_train": res_train["accuracy"], "adapt_acc_test": res_test["accuracy"],
-                 "adapt_action": decision.action, "adapt_test_solver": test.describe(),
-                 "adapt_nfe": float(sum(nfe)), "adapt_nfe_total": self.nfe_total}
+                 "adapt_action": decision.action, "adapt_test_solver": test.describe()}
         if decision.acc_proposed is not None:
             entry["adapt_acc_proposed"] = decision.acc_proposed
-        self.history.append(entry)
-        self._pending = {k: v for k, v in entry.items() if k != "iteration"}
-
-    def on_iteration_end(self, state: TrainState) -> None:
-        if self._pending:
-            state.metrics.update(self._pending)
-            self._pending = {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"h": self.h, "nfe_total": self.nfe_total, "history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.h = state.get("h")
-        self.nfe_total = float(state.get("nfe_total", 0.0))
-        self.history = list(state.get("history", []))
+        self._record(entry, sum(nfe))

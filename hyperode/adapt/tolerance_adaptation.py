@@ -30,11 +30,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from ..experiments.callbacks import Callback, TrainState
+from ..experiments.callbacks import TrainState
 from ..experiments.odes import neural_odes
 from ..nn import SolverConfig
+from .logged import AdaptationLog
 from .test_solver import test_solver
 
 HALVE, GROW, REJECT_GROWTH, TOO_FEW_STEPS = "halve", "grow", "reject_growth", "too_few_steps"
@@ -98,7 +98,7 @@ def _last_steps(state: TrainState) -> int:
     return int(stats.accepted) if stats is not None else 0
 
 
-class ToleranceAdaptation(Callback):
+class ToleranceAdaptation(AdaptationLog):
     """Adapt ``rtol = atol`` of an adaptive training solver (Ott et al., Algorithm 3).
 
     Args:
@@ -110,6 +110,8 @@ class ToleranceAdaptation(Callback):
         max_tighten: how often the test tolerance may be divided by 10 again while the
             test solve takes no more NFE than the training solve (3; 0 disables).
     """
+
+    value_key = "tol"
 
     def __init__(self, every: int = 50, threshold: float = 0.1,
                  initial_tol: float | None = 1e-6, growth: float = 1.1, shrink: float = 0.5,
@@ -125,10 +127,8 @@ class ToleranceAdaptation(Callback):
         self.rule = ToleranceRule(threshold=threshold, growth=growth, shrink=shrink,
                                   min_steps=min_steps)
         self.every, self.initial_tol, self.max_tighten = every, initial_tol, max_tighten
+        super().__init__()
         self.tol: float | None = None
-        self.nfe_total = 0.0
-        self.history: list[dict[str, Any]] = []
-        self._pending: dict[str, Any] = {}
 
     def _train_solver(self, state: TrainState) -> SolverConfig:
         solver = state.solver
@@ -175,26 +175,10 @@ class ToleranceAdaptation(Callback):
         self.tol = decision.tol
         if decision.tol != tol or solver.rtol != tol or solver.atol != tol:
             state.set_solver(solver.replace(rtol=decision.tol, atol=decision.tol))
-        self.nfe_total += sum(nfe)
         entry = {"iteration": state.iteration + 1, "adapt_tol": decision.tol,
                  "adapt_acc_train": res_train["accuracy"], "adapt_acc_test": res_test["accuracy"],
-                 "adapt_action": decision.action, "adapt_test_solver": test.describe(),
-                 "adapt_nfe": float(sum(nfe)), "adapt_nfe_total": self.nfe_total}
+                 "adapt_action": decision.action, "adapt_test_solver": test.describe()}
         if decision.acc_proposed is not None:
             entry["adapt_acc_proposed"] = decision.acc_proposed
             entry["adapt_steps_proposed"] = decision.steps_proposed
-        self.history.append(entry)
-        self._pending = {k: v for k, v in entry.items() if k != "iteration"}
-
-    def on_iteration_end(self, state: TrainState) -> None:
-        if self._pending:
-            state.metrics.update(self._pending)
-            self._pending = {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"tol": self.tol, "nfe_total": self.nfe_total, "history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tol = state.get("tol")
-        self.nfe_total = float(state.get("nfe_total", 0.0))
-        self.history = list(state.get("history", []))
+        self._record(entry, sum(nfe))

@@ -47,8 +47,8 @@ from ..metrics import MacCounter, accuracy, accuracy_loss, mape, pareto_indices,
 from ..nn import ContinuousDepthModel
 from ..odeint import solve
 from . import runs
-from .config import ConfigError, TrainConfig, build_solver, resolve_config
-from .tasks import build_model, load_split
+from .config import ConfigError, TrainConfig, resolve_config
+from .trained import load_run
 
 HYPER_WEIGHTS = "hyper.safetensors"
 HYPER_FORMAT = "hyperode.hyper/1"
@@ -99,34 +99,15 @@ def load_trained_model(run_dir: str | Path, *, device: str = "cpu",
     Raises ``ConfigError`` naming ``argument`` when the folder or a file is missing or
     the model is not a ``ContinuousDepthModel`` without data control.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(argument, f"run folder {str(run_dir)!r} does not exist")
-    for name in (runs.CONFIG_FILE, runs.WEIGHTS_FILE):
-        if not (run_dir / name).is_file():
-            raise ConfigError(argument, f"{str(run_dir)!r} has no {name}; give a finished "
-                                        f"training run folder (hyperode train --out DIR)")
-    try:
-        saved = TrainConfig.from_dict(json.loads((run_dir / runs.CONFIG_FILE).read_text()))
-        cfg = resolve_config(saved.replace(device=device, resume=False, quiet=True))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(argument, f"{str(run_dir / runs.CONFIG_FILE)!r} is not a valid "
-                                    f"training configuration ({e})") from None
-    split = load_split(cfg)
-    model = build_model(cfg, split, build_solver(cfg))
+    run = load_run(run_dir, device=device, argument=argument)
+    cfg, model, split = run.config, run.model, run.split
     if not isinstance(model, ContinuousDepthModel) or model.data_control:
         raise ConfigError(argument, f"task {cfg.task!r} ({type(model).__name__}) is not a "
                                     f"Neural ODE classifier without data control; "
                                     f"hypersolver fitting supports those")
-    try:
-        runs.load_weights(run_dir / runs.WEIGHTS_FILE, model)
-    except Exception as e:  # a torn file or another architecture
-        raise ConfigError(argument, f"cannot load {str(run_dir / runs.WEIGHTS_FILE)!r} into "
-                                    f"the {cfg.task} model ({type(e).__name__}: {e})") from None
-    model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(run_dir, cfg, model, split)
+    return LoadedModel(run.run_dir, cfg, model, split)
 
 
 def hypernet_spec(z0: Tensor, hidden: Sequence[int] | None = None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Loading a finished training run folder for the solver-independence report."""
+"""Loading a finished training run folder: its configuration, rebuilt model, data and
+final solver (used by the solver-independence report and hypersolver fitting)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 from torch import nn
 
 from ..data.split import Split
-from ..experiments import runs
-from ..experiments.config import (
+from ..nn import SolverConfig
+from . import runs
+from .config import (
     ConfigError,
     TrainConfig,
     build_solver,
     resolve_config,
 )
-from ..experiments.odes import set_solver, solver_from_dict
-from ..experiments.tasks import build_model, load_split
-from ..nn import SolverConfig
+from .odes import set_solver, solver_from_dict
+from .tasks import build_model, load_split
 
 
 @dataclass
