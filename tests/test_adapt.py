@@ -404,3 +404,16 @@ def test_no_check_on_the_last_iteration(tmp_path):
     checks = [r for r in read_metrics(tmp_path / "run" / runs.METRICS_FILE)
               if "adapt_acc_test" in r]
     assert [r["iteration"] for r in checks] == [5]
+
+
+def test_candidate_solvers_do_not_repeat_a_one_step_solve():
+    """With h equal to the span, factors 1.5 and 2 would label the same 1-step solve
+    as h=1.5 and h=2: they collapse into the h=span row."""
+    from hyperode.adapt import candidate_solvers
+    from hyperode.nn import SolverConfig
+
+    rows = candidate_solvers(SolverConfig.fixed("euler", num_steps=1), span=1.0)
+    steps = [(r.method_name, r.step_size) for r in rows]
+    assert len(steps) == len(set(steps))
+    assert all(r.step_size <= 1.0 for r in rows)
+    assert ("rk4", 1.0) in steps and ("euler", 0.5) in steps

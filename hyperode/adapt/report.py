@@ -108,8 +108,8 @@ def candidate_solvers(train_solver: SolverConfig, *, span: float = 1.0,
         h, p = step_of(train_solver, span), method_order(name)
         methods = [m for m in _FIXED_FAMILY if method_order(m) >= p]
         for method in methods:
-            for f in step_factors:
-                out.append(SolverConfig(method=method, step_size=h * f))
+            for f in step_factors:  # a step longer than the span is one step of the span
+                out.append(SolverConfig(method=method, step_size=min(h * f, abs(span))))
     else:
         methods = [name] + ([] if name == "dopri5" else ["dopri5"])
         for method in methods:
