@@ -65,7 +65,7 @@ _HYPER_FLAGS = {"model": "--model", "hyper": "--hyper", "base": "--base", "steps
                 "hyper_steps": "--hyper-steps", "results": "--results", "out": "--out"}
 
 
-def _positive_int_arg(text: str) -> int:
+def positive_int_arg(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -76,7 +76,7 @@ def _positive_int_arg(text: str) -> int:
 
 
 def _int_list_arg(text: str) -> list[int]:
-    return [_positive_int_arg(part) for part in text.split(",") if part.strip()]
+    return [positive_int_arg(part) for part in text.split(",") if part.strip()]
 
 
 def _hyper(args: argparse.Namespace) -> int:
@@ -121,10 +121,10 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
                      help="training run folder (config.json + model.safetensors)")
     fit.add_argument("--base", default="euler",
                      help="base method: euler, midpoint, heun2, rk4, ... (default euler)")
-    fit.add_argument("--steps", type=_positive_int_arg, default=10, metavar="K",
+    fit.add_argument("--steps", type=positive_int_arg, default=10, metavar="K",
                      help="steps K of the mesh the residuals are fitted on (default 10)")
-    fit.add_argument("--iterations", type=_positive_int_arg, default=1000, metavar="N")
-    fit.add_argument("--batch-size", type=_positive_int_arg, default=64, metavar="B")
+    fit.add_argument("--iterations", type=positive_int_arg, default=1000, metavar="N")
+    fit.add_argument("--batch-size", type=positive_int_arg, default=64, metavar="B")
     fit.add_argument("--lr", type=float, default=1e-3)
     fit.add_argument("--tol", type=float, default=1e-4,
                      help="rtol = atol of the dopri5 reference (default 1e-4)")
@@ -161,7 +161,7 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
     pa.add_argument("--out", metavar="DIR", help="where to write the PNGs (default: beside "
                                                  "results.json)")
     for p in (fit, ev, pa):
-        p.add_argument("--threads", type=_positive_int_arg, default=1,
+        p.add_argument("--threads", type=positive_int_arg, default=1,
                        help="CPU threads (default 1)")
         p.set_defaults(run=_hyper, parser=p)
 
@@ -312,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "method.")
     demo.add_argument("--out", default="runs/demo", metavar="DIR",
                       help="demo folder (default runs/demo)")
-    demo.add_argument("--train-iterations", type=_positive_int_arg, metavar="N",
+    demo.add_argument("--train-iterations", type=positive_int_arg, metavar="N",
                       help="training iterations (default 1000)")
-    demo.add_argument("--fit-iterations", type=_positive_int_arg, default=3000, metavar="N",
+    demo.add_argument("--fit-iterations", type=positive_int_arg, default=3000, metavar="N",
                       help="hypersolver fitting iterations (default 3000)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--solvers", action="store_true",

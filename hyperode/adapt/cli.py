@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import positive_int_arg
+
 _ADAPT_FLAGS = {"every": "--adapt-every", "threshold": "--threshold",
                 "max_steps": "--max-steps", "factor": "--factor",
                 "test_method": "--test-method", "initial_tol": "--initial-tol"}
@@ -85,16 +87,6 @@ def _adapt(args: argparse.Namespace) -> int:
     return 130 if result.results.get("status") == "interrupted" else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
-
-
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -143,7 +135,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/odeness)")
     p.add_argument("--threshold", type=_fraction, default=0.1,
                    help="largest tolerated accuracy gap (default 0.1)")
-    p.add_argument("--batch-size", type=_positive_int, default=1000, metavar="B")
+    p.add_argument("--batch-size", type=positive_int_arg, default=1000, metavar="B")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
     p.set_defaults(run=_odeness, parser=p)
 
@@ -158,11 +150,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     g = a.add_argument_group("adaptation")
     g.add_argument("--adapt", required=True, choices=("step", "tolerance"),
                    help="what to adapt")
-    g.add_argument("--adapt-every", type=_positive_int, default=50, metavar="N",
+    g.add_argument("--adapt-every", type=positive_int_arg, default=50, metavar="N",
                    help="check every N iterations (default 50)")
     g.add_argument("--threshold", type=_fraction, default=0.1,
                    help="accuracy gap that fails a check (default 0.1)")
-    g.add_argument("--max-steps", type=_positive_int, default=500, metavar="N",
+    g.add_argument("--max-steps", type=positive_int_arg, default=500, metavar="N",
                    help="most steps over the span (step adaptation; default 500)")
     g.add_argument("--factor", type=_above(1.0), default=50.0,
                    help="test solver's error is this many times smaller (default 50)")

@@ -74,6 +74,15 @@ class DepthVariant(nn.Module):
         """``sum_n phi_n * coeffs[n]``."""
         return None if coeffs is None else torch.tensordot(phi, coeffs, dims=1)
 
+    def weight(self, s: Tensor | float) -> Tensor:
+        """The weight (kernel) at depth ``s``: ``weight_coeffs`` without its leading
+        ``n_terms`` axis."""
+        return self._expand(self.phi(s, self.weight_coeffs), self.weight_coeffs)
+
+    def bias(self, s: Tensor | float) -> Tensor | None:
+        """The bias at depth ``s``, ``[out]`` (``None`` without bias)."""
+        return self._expand(self.phi(s, self.weight_coeffs), self.bias_coeffs)
+
     def _init_coeffs(self, reference: nn.Module, weight: Tensor, bias: Tensor | None) -> None:
         """coeff_0 = the reference layer's default initialisation, the rest zero."""
         with torch.no_grad():
@@ -99,14 +108,6 @@ class GalerkinLinear(DepthVariant):
         self.weight_coeffs = nn.Parameter(torch.empty(n_terms, out_features, in_features))
         self.bias_coeffs = nn.Parameter(torch.empty(n_terms, out_features)) if bias else None
         self._init_coeffs(reference, self.weight_coeffs, self.bias_coeffs)
-
-    def weight(self, s: Tensor | float) -> Tensor:
-        """``W(s)``, ``[out_features, in_features]``."""
-        return self._expand(self.phi(s, self.weight_coeffs), self.weight_coeffs)
-
-    def bias(self, s: Tensor | float) -> Tensor | None:
-        """``b(s)``, ``[out_features]`` (``None`` without bias)."""
-        return self._expand(self.phi(s, self.weight_coeffs), self.bias_coeffs)
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         phi = self.phi(t, self.weight_coeffs)
@@ -136,14 +137,6 @@ class GalerkinConv2d(DepthVariant):
         self.weight_coeffs = nn.Parameter(torch.empty(n_terms, *reference.weight.shape))
         self.bias_coeffs = nn.Parameter(torch.empty(n_terms, out_channels)) if bias else None
         self._init_coeffs(reference, self.weight_coeffs, self.bias_coeffs)
-
-    def weight(self, s: Tensor | float) -> Tensor:
-        """The kernel at depth ``s``, ``[out, in, k, k]``."""
-        return self._expand(self.phi(s, self.weight_coeffs), self.weight_coeffs)
-
-    def bias(self, s: Tensor | float) -> Tensor | None:
-        """``b(s)``, ``[out_channels]`` (``None`` without bias)."""
-        return self._expand(self.phi(s, self.weight_coeffs), self.bias_coeffs)
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         phi = self.phi(t, self.weight_coeffs)
