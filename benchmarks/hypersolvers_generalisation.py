@@ -9,7 +9,7 @@ Procedure (CPU, one torch thread, float32):
 
 1. The trained digits Neural ODE of ``hyperode demo`` (``runs/demo/train``, dopri5 at
    1e-3). When that folder is missing it is trained with the demo's settings
-   (``hyperode.experiments.hyper.DEMO_TRAIN``) through the pipeline's own ``train``.
+   (``hyperode.experiments.hyper.ensure_demo_model``).
 2. Fit a HyperMidpoint with ``fit_hypersolver(..., base="midpoint", steps=10)``: the
    pipeline's ``ConvHyperNet`` over ``[z, f(z), eps]`` (Conv 33->16 -> PReLU -> 16->16,
    3x3), residual fitting at K=10 against dopri5 at 1e-4 on initial states
@@ -44,10 +44,8 @@ from pathlib import Path
 import torch
 
 from hyperode import alpha, solve
-from hyperode.experiments.config import TrainConfig, resolve_config
 from hyperode.experiments.hyper import (
-    DEMO_TRAIN,
-    _finished_run,
+    ensure_demo_model,
     fit_hypersolver,
     load_hypersolver,
     load_trained_model,
@@ -60,19 +58,6 @@ FIT_STEPS = 10
 ALPHAS = [round(float(a), 4) for a in torch.linspace(0.1, 1.0, 10)]
 TIGHT_TOL = 1e-7
 NAME = "hypersolvers_generalisation"
-
-
-def ensure_trained(train_dir: Path) -> bool:
-    """Reuse ``train_dir`` when it holds the demo's finished run; else train it with the
-    demo's settings. Returns whether it was reused."""
-    cfg = resolve_config(TrainConfig(**DEMO_TRAIN, out=str(train_dir), quiet=True))
-    if _finished_run(train_dir, cfg) or (train_dir / "model.safetensors").is_file():
-        return True
-    from hyperode.experiments.train import train
-
-    print(f"training the digits model with the demo's settings into {train_dir}")
-    train(cfg)
-    return False
 
 
 @torch.no_grad()
@@ -231,7 +216,7 @@ def main(argv=None):
     timings = {}
 
     train_dir = Path(args.train_dir)
-    reused = ensure_trained(train_dir)
+    reused = ensure_demo_model(train_dir)
     t0 = time.perf_counter()
     fit_hypersolver(train_dir, "midpoint", FIT_STEPS, iterations=iterations,
                     out=fit_dir, progress=False)

@@ -62,6 +62,7 @@ def _add_solver_table_args(p: argparse.ArgumentParser) -> None:
 #: argument names of the hyper pipeline (ConfigError.field) -> their flags.
 _HYPER_FLAGS = {"model": "--model", "hyper": "--hyper", "base": "--base", "steps": "--steps",
                 "iterations": "--iterations", "methods": "--methods",
+                "hidden": "--hidden", "kernel_size": "--kernel-size",
                 "hyper_steps": "--hyper-steps", "results": "--results", "out": "--out"}
 
 
@@ -76,7 +77,10 @@ def positive_int_arg(text: str) -> int:
 
 
 def _int_list_arg(text: str) -> list[int]:
-    return [positive_int_arg(part) for part in text.split(",") if part.strip()]
+    values = [positive_int_arg(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}")
+    return values
 
 
 def _hyper(args: argparse.Namespace) -> int:
@@ -88,8 +92,10 @@ def _hyper(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         if args.hyper_command == "fit":
-            fit_hypersolver(args.model, args.base, args.steps, iterations=args.iterations,
+            steps = args.steps[0] if len(args.steps) == 1 else args.steps
+            fit_hypersolver(args.model, args.base, steps, iterations=args.iterations,
                             batch_size=args.batch_size, lr=args.lr, tol=args.tol,
+                            hidden=args.hidden, kernel_size=args.kernel_size,
                             out=args.out, seed=args.seed, progress=not args.quiet)
         elif args.hyper_command == "eval":
             kw = {} if args.steps is None else {"steps": args.steps}
@@ -121,8 +127,14 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
                      help="training run folder (config.json + model.safetensors)")
     fit.add_argument("--base", default="euler",
                      help="base method: euler, midpoint, heun2, rk4, ... (default euler)")
-    fit.add_argument("--steps", type=positive_int_arg, default=10, metavar="K",
-                     help="steps K of the mesh the residuals are fitted on (default 10)")
+    fit.add_argument("--steps", type=_int_list_arg, default=[10], metavar="K[,K2,...]",
+                     help="steps K of the mesh the residuals are fitted on (default 10); "
+                          "several (e.g. 5,10,20) fit one g on every mesh")
+    fit.add_argument("--hidden", type=_int_list_arg, metavar="W1[,W2,...]",
+                     help="hidden widths of g (default: 16 channels for image states, "
+                          "64,64 for vector states)")
+    fit.add_argument("--kernel-size", type=positive_int_arg, default=3, metavar="K",
+                     help="odd kernel size of g's convolutions (image states; default 3)")
     fit.add_argument("--iterations", type=positive_int_arg, default=1000, metavar="N")
     fit.add_argument("--batch-size", type=positive_int_arg, default=64, metavar="B")
     fit.add_argument("--lr", type=float, default=1e-3)

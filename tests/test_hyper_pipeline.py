@@ -19,6 +19,7 @@ from hyperode.experiments.hyper import (
     fit_hypersolver,
     load_hypersolver,
     replot,
+    summary_steps,
 )
 
 
@@ -103,6 +104,34 @@ def test_vector_state_uses_mlp(tmp_path_factory):
     assert json.loads((out / "config.json").read_text())["net"]["kind"] == "mlp"
 
 
+def test_multi_step_fit_and_kernel_size(digits_run, tmp_path):
+    out = fit_hypersolver(digits_run, "euler", [4, 2, 8], iterations=3, batch_size=8,
+                          hidden=[4], kernel_size=1, validation_size=8, out=tmp_path / "h",
+                          progress=False, verbose=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["steps"] == [2, 4, 8] and config["fit"]["num_steps"] == [2, 4, 8]
+    assert config["net"]["hidden"] == [4] and config["net"]["kernel_size"] == 1
+    validation = json.loads((out / "results.json").read_text())["validation"]
+    assert [r["steps"] for r in validation["per_steps"]] == [2, 4, 8]
+    assert validation["steps"] == summary_steps([2, 4, 8]) == 4
+    hyper, _ = load_hypersolver(out)
+    convs = [m for m in hyper.g.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(1, 1), (1, 1)]
+    assert convs[0].in_channels == 33 and convs[0].out_channels == 4
+    results = evaluate_hypersolver(digits_run, out, out=tmp_path / "eval", steps=(4,),
+                                   methods=("euler",), tight_tol=1e-5, warmup=0, repeats=1,
+                                   timing_batch=8, verbose=False)
+    assert results["hypersolver"]["fitted_steps"] == [2, 4, 8]
+    assert results["hypersolver"]["summary_steps"] == 4
+    assert "mape_ratio_euler_over_hyper_at_fitted_steps" in results["summary"]
+
+
+def test_summary_steps_is_the_middle_count():
+    assert summary_steps(10) == 10
+    assert summary_steps([20, 5, 10]) == 10
+    assert summary_steps([5, 10, 20, 40]) == 10
+
+
 def test_best_under_loss_picks_fewest_steps():
     ref = {"time_s": 1.0}
     rows = [{"method": "euler", "steps": k, "nfe": k, "nfe_correction": 0, "macs": k,
@@ -123,6 +152,14 @@ def test_bad_arguments(digits_run, tmp_path):
         fit_hypersolver(digits_run, "nope", progress=False)
     with pytest.raises(ConfigError, match="steps"):
         fit_hypersolver(digits_run, "euler", 0, progress=False)
+    with pytest.raises(ConfigError, match="distinct"):
+        fit_hypersolver(digits_run, "euler", [4, 4], progress=False)
+    with pytest.raises(ConfigError, match="steps"):
+        fit_hypersolver(digits_run, "euler", [], progress=False)
+    with pytest.raises(ConfigError, match="kernel_size"):
+        fit_hypersolver(digits_run, "euler", 4, kernel_size=2, progress=False)
+    with pytest.raises(ConfigError, match="hidden"):
+        fit_hypersolver(digits_run, "euler", 4, hidden=[8, 0], progress=False)
     with pytest.raises(ConfigError, match="hyper"):
         evaluate_hypersolver(digits_run, tmp_path / "empty", verbose=False)
 
@@ -140,6 +177,10 @@ def test_cli_help(argv, capsys):
 @pytest.mark.parametrize("argv, flag", [
     (["hyper", "fit", "--model", "/no/such/run"], "--model"),
     (["hyper", "fit", "--model", "RUN", "--steps", "0"], "--steps"),
+    (["hyper", "fit", "--model", "RUN", "--steps", ","], "--steps"),
+    (["hyper", "fit", "--model", "RUN", "--steps", "2,2"], "--steps"),
+    (["hyper", "fit", "--model", "RUN", "--kernel-size", "2"], "--kernel-size"),
+    (["hyper", "fit", "--model", "RUN", "--hidden", "8,x"], "--hidden"),
     (["hyper", "fit", "--model", "RUN", "--base", "nope"], "--base"),
     (["hyper", "eval", "--model", "RUN", "--hyper", "/no/such/hyper"], "--hyper"),
     (["hyper", "eval", "--model", "RUN", "--hyper", "H", "--steps", "2,x"], "--steps"),
@@ -157,9 +198,12 @@ def test_cli_bad_arguments(argv, flag, digits_run, capsys):
 
 def test_cli_fit_eval_pareto(digits_run, tmp_path, capsys):
     hyper = tmp_path / "h"
-    assert main(["hyper", "fit", "--model", digits_run, "--steps", "2", "--iterations", "2",
-                 "--batch-size", "8", "--out", str(hyper), "--quiet"]) == 0
+    assert main(["hyper", "fit", "--model", digits_run, "--steps", "2,3", "--iterations", "2",
+                 "--batch-size", "8", "--hidden", "4", "--kernel-size", "1", "--out",
+                 str(hyper), "--quiet"]) == 0
     assert (hyper / "hyper.safetensors").is_file()
+    config = json.loads((hyper / "config.json").read_text())
+    assert config["steps"] == [2, 3] and config["net"]["kernel_size"] == 1
     assert main(["hyper", "eval", "--model", digits_run, "--hyper", str(hyper), "--steps",
                  "2", "--methods", "euler", "--tight-tol", "1e-5", "--out",
                  str(tmp_path / "e")]) == 0

@@ -110,18 +110,23 @@ def load_trained_model(run_dir: str | Path, *, device: str = "cpu",
     return LoadedModel(run.run_dir, cfg, model, split)
 
 
-def hypernet_spec(z0: Tensor, hidden: Sequence[int] | None = None) -> dict[str, Any]:
-    """The ``g`` for states like ``z0``: conv for ``[B, C, H, W]``, MLP otherwise."""
+def hypernet_spec(z0: Tensor, hidden: Sequence[int] | None = None,
+                  kernel_size: int = 3) -> dict[str, Any]:
+    """The ``g`` for states like ``z0``: conv for ``[B, C, H, W]`` (hidden widths default
+    ``[16]``, ``kernel_size`` x ``kernel_size`` kernels), MLP otherwise (default
+    ``[64, 64]``; ``kernel_size`` is ignored)."""
     if z0.ndim == 4:
         return {"kind": "conv", "channels": int(z0.shape[1]),
-                "hidden": list(hidden) if hidden else [16], "activation": "prelu"}
+                "hidden": list(hidden) if hidden else [16], "activation": "prelu",
+                "kernel_size": kernel_size}
     return {"kind": "mlp", "state_dim": int(z0[0].numel()),
             "hidden": list(hidden) if hidden else [64, 64], "activation": "prelu"}
 
 
 def build_hypernet(spec: dict[str, Any]) -> nn.Module:
     if spec["kind"] == "conv":
-        return ConvHyperNet(spec["channels"], tuple(spec["hidden"]), spec["activation"])
+        return ConvHyperNet(spec["channels"], tuple(spec["hidden"]), spec["activation"],
+                            kernel_size=spec.get("kernel_size", 3))
     if spec["kind"] == "mlp":
         return MLPHyperNet(spec["state_dim"], tuple(spec["hidden"]), spec["activation"])
     raise ValueError(f"unknown hypernet kind {spec['kind']!r}")
@@ -159,6 +164,33 @@ def _check_steps(steps: Any, argument: str = "steps") -> int:
     return steps
 
 
+def _check_fit_steps(steps: Any) -> int | list[int]:
+    """``steps`` of a fit: one ``K`` or a non-empty list of distinct ``K`` (multi-step-size
+    fitting)."""
+    if isinstance(steps, int) and not isinstance(steps, bool):
+        return _check_steps(steps)
+    if isinstance(steps, str) or not isinstance(steps, Sequence) or not steps:
+        raise ConfigError("steps", f"must be an integer >= 1 or a non-empty list of them, "
+                                   f"got {steps!r}")
+    ks = [_check_steps(k) for k in steps]
+    if len(set(ks)) != len(ks):
+        raise ConfigError("steps", f"step counts must be distinct, got {list(steps)!r}")
+    return ks[0] if len(ks) == 1 else sorted(ks)
+
+
+def summary_steps(fitted: int | Sequence[int]) -> int:
+    """The step count a fit is judged at: its ``K``, or the middle ``K`` of a multi-step
+    fit (sorted; the lower middle for an even count)."""
+    if isinstance(fitted, int):
+        return fitted
+    ks = sorted(fitted)
+    return ks[(len(ks) - 1) // 2]
+
+
+def _steps_label(steps: int | Sequence[int]) -> str:
+    return str(steps) if isinstance(steps, int) else "-".join(str(k) for k in steps)
+
+
 def _check_base(base: Any) -> str:
     try:
         return resolve_base(base, "hyper fit").name
@@ -175,12 +207,13 @@ def _train_batches(z0: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
             yield z0[perm[i:i + batch_size]]
 
 
-def fit_hypersolver(run_dir: str | Path, base: str = "euler", steps: int = 10, *,
+def fit_hypersolver(run_dir: str | Path, base: str = "euler",
+                    steps: int | Sequence[int] = 10, *,
                     iterations: int = 1000, batch_size: int = 64, lr: float = 1e-3,
                     tol: float = 1e-4, hidden: Sequence[int] | None = None,
-                    validation_size: int = 256, out: str | Path | None = None,
-                    seed: int = 0, device: str = "cpu", progress: bool = True,
-                    verbose: bool = True) -> Path:
+                    kernel_size: int = 3, validation_size: int = 256,
+                    out: str | Path | None = None, seed: int = 0, device: str = "cpu",
+                    progress: bool = True, verbose: bool = True) -> Path:
     """Fit ``g`` of a hypersolver on ``base`` by residual fitting at ``K = steps`` against
     dopri5 at ``tol`` (``hyperode.hyper.fit``, the paper's schedule), on initial states
     ``input_map(x)`` of the model's training split; write the folder ``out`` (default
@@ -189,18 +222,31 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler", steps: int = 10, *
         config.json        base, steps, g's architecture, the fit's settings, the model
         hyper.safetensors  g's weights
         results.json       loss curve, validation losses, terminal MAPE of the base and
-                           the hypersolver at K on the validation batch, timings
+                           the hypersolver at each K on the validation batch, timings
         fitting_curve.png
+
+    ``steps`` may be a list of step counts (multi-step-size fitting: each iteration's
+    loss averages the residual losses on every mesh), so that one ``g`` serves several
+    ``K``; ``hidden`` and ``kernel_size`` size ``g`` (see ``hypernet_spec``).
 
     Returns the folder. Raises ``ConfigError`` naming the bad argument.
     """
-    steps = _check_steps(steps)
+    steps = _check_fit_steps(steps)
     base_name = _check_base(base)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ConfigError("iterations", f"must be an integer >= 1, got {iterations!r}")
+    if hidden is not None:
+        if isinstance(hidden, str) or not isinstance(hidden, Sequence) or not hidden:
+            raise ConfigError("hidden", f"must be a non-empty list of widths, got {hidden!r}")
+        for w in hidden:
+            _check_steps(w, "hidden")
+    kernel_size = _check_steps(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
+        raise ConfigError("kernel_size", f"must be odd (same-size padding), got {kernel_size}")
     start = time.perf_counter()
     loaded = load_trained_model(run_dir, device=device)
-    out = Path(out) if out is not None else loaded.run_dir / f"hyper-{base_name}-K{steps}"
+    label = _steps_label(steps)
+    out = Path(out) if out is not None else loaded.run_dir / f"hyper-{base_name}-K{label}"
     out.mkdir(parents=True, exist_ok=True)
     runs.seed_everything(seed)
     z_all = loaded.initial_states(loaded.split.x_train.to(device))
@@ -208,9 +254,10 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler", steps: int = 10, *
     perm = torch.randperm(len(z_all), generator=torch.Generator().manual_seed(seed))
     z_val, z_fit = z_all[perm[:n_val]], z_all[perm[n_val:]]
     batch_size = min(batch_size, len(z_fit))
-    spec = hypernet_spec(z_all, hidden)
+    spec = hypernet_spec(z_all, hidden, kernel_size)
     hyper = HyperSolver(base_name, build_hypernet(spec)).to(device)
-    fit_cfg = FitConfig(iterations=iterations, t_span=loaded.t_span, num_steps=steps,
+    fit_cfg = FitConfig(iterations=iterations, t_span=loaded.t_span,
+                        num_steps=steps if isinstance(steps, int) else tuple(steps),
                         lr=lr, rtol=tol, atol=tol,
                         validate_every=max(1, iterations // 20))
     config = {"format": HYPER_FORMAT, "model": str(loaded.run_dir), "task": loaded.cfg.task,
@@ -219,7 +266,7 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler", steps: int = 10, *
               "fit": fit_cfg.as_dict(), "initial_states": "input_map(x), training split"}
     runs.atomic_write_json(out / runs.CONFIG_FILE, config)
     if verbose:
-        print(f"hyperode: fitting {hyper.name} (K={steps}, {iterations} iterations, batch "
+        print(f"hyperode: fitting {hyper.name} (K={label}, {iterations} iterations, batch "
               f"{batch_size}) to {loaded.run_dir} against dopri5 at {tol:g}")
     history = fit(hyper, loaded.field, _train_batches(z_fit, batch_size, seed), fit_cfg,
                   validation=z_val, progress=progress)
@@ -236,28 +283,37 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler", steps: int = 10, *
         from .plots import plot_fitting_curve
 
         plot_fitting_curve(history.loss, history.val_loss, out / FIT_CURVE,
-                           title=f"{hyper.name}, K={steps}")
+                           title=f"{hyper.name}, K={label}")
     except Exception as e:  # a plot must not cost the fit its results
         results["plot_error"] = f"{type(e).__name__}: {e}"
     runs.atomic_write_json(out / runs.RESULTS_FILE, results)
     if verbose:
-        print(f"  {history.seconds:.1f} s; validation terminal MAPE at K={steps}: "
-              f"{base_name} {check['mape_base']:.3g}, {hyper.name} {check['mape_hyper']:.3g} "
-              f"({check['mape_base'] / max(check['mape_hyper'], 1e-300):.1f}x lower)")
+        print(f"  {history.seconds:.1f} s; validation terminal MAPE:")
+        for row in check["per_steps"]:
+            print(f"    K={row['steps']}: {base_name} {row['mape_base']:.3g}, {hyper.name} "
+                  f"{row['mape_hyper']:.3g} "
+                  f"({row['mape_base'] / max(row['mape_hyper'], 1e-300):.1f}x lower)")
         print(f"  written to {out}")
     return out
 
 
 @torch.no_grad()
-def _validation_mape(loaded: LoadedModel, hyper: HyperSolver, z0: Tensor, steps: int,
-                     tol: float) -> dict[str, float]:
+def _validation_mape(loaded: LoadedModel, hyper: HyperSolver, z0: Tensor,
+                     steps: int | Sequence[int], tol: float) -> dict[str, Any]:
+    """Terminal MAPE of the base and the hypersolver against dopri5 at ``tol`` at every
+    fitted ``K`` (``per_steps``); the top-level keys repeat the row at
+    ``summary_steps(steps)``."""
     t = torch.tensor(loaded.t_span, dtype=torch.float64)
     ref = solve(loaded.field, z0, t, method="dopri5", rtol=tol, atol=tol).ys[-1]
-    opts = dict(num_steps=steps)
-    z_hyper = solve(loaded.field, z0, t, method=hyper, options=opts).ys[-1]
-    z_base = solve(loaded.field, z0, t, method=hyper.base, options=opts).ys[-1]
-    return {"steps": steps, "reference_tol": tol, "mape_base": float(mape(z_base, ref)),
-            "mape_hyper": float(mape(z_hyper, ref))}
+    rows = []
+    for k in [steps] if isinstance(steps, int) else steps:
+        opts = dict(num_steps=k)
+        z_hyper = solve(loaded.field, z0, t, method=hyper, options=opts).ys[-1]
+        z_base = solve(loaded.field, z0, t, method=hyper.base, options=opts).ys[-1]
+        rows.append({"steps": k, "mape_base": float(mape(z_base, ref)),
+                     "mape_hyper": float(mape(z_hyper, ref))})
+    main = next(r for r in rows if r["steps"] == summary_steps(steps))
+    return {**main, "reference_tol": tol, "per_steps": rows}
 
 
 # ---------------------------------------------------------------------- evaluate
@@ -349,8 +405,9 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
     z0 = loaded.initial_states(split.x_test.to(device))
     ev = _Evaluator(loaded, z0, split.y_test.to(device), min(timing_batch, len(z0)), warmup,
                     repeats)
+    fitted = hyper_cfg["steps"]
     if verbose:
-        print(f"hyperode: evaluating {hyper.name} (fitted at K={hyper_cfg['steps']}) and "
+        print(f"hyperode: evaluating {hyper.name} (fitted at K={_steps_label(fitted)}) and "
               f"{', '.join(methods)} on {len(z0)} test samples of {loaded.cfg.task}")
     tight = ev.run("dopri5", "dopri5", tol=tight_tol)
     ev.reference_z = tight["z_end"]
@@ -367,7 +424,8 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
     results = {
         "model": str(loaded.run_dir), "hyper": str(hyper_dir), "task": loaded.cfg.task,
         "hypersolver": {"name": hyper_name, "base": hyper.base.name,
-                        "fitted_steps": hyper_cfg["steps"], "net": hyper_cfg["net"]},
+                        "fitted_steps": fitted, "summary_steps": summary_steps(fitted),
+                        "net": hyper_cfg["net"]},
         "test_samples": len(z0), "timing_batch": len(ev.z_time),
         "reference": {"method": "dopri5", "tol": tol, "accuracy": ev.reference_acc,
                       "nfe": reference["nfe"], "time_s": reference["time_s"]},
@@ -385,7 +443,7 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
         "rows": rows,
         "pareto": pareto_sets(rows),
         "best_under_accuracy_loss": best,
-        "summary": summarise(rows, hyper_name, hyper_cfg["steps"], best),
+        "summary": summarise(rows, hyper_name, summary_steps(fitted), best),
         "wall_time_s": None, "versions": _versions(), "threads": torch.get_num_threads(),
     }
     results["plots"], errors = write_pareto_plots(results, out)
@@ -504,7 +562,7 @@ def format_results(results: dict[str, Any]) -> str:
                      f"dopri5")
     s = results["summary"]
     if "mape_ratio_euler_over_hyper_at_fitted_steps" in s:
-        k = results["hypersolver"]["fitted_steps"]
+        k = results["hypersolver"].get("summary_steps", results["hypersolver"]["fitted_steps"])
         rel = s.get("rel_l2_ratio_euler_over_hyper_at_fitted_steps")
         lines.append(f"{results['hypersolver']['name']} at K={k}: "
                      f"{s['mape_ratio_euler_over_hyper_at_fitted_steps']:.1f}x lower MAPE than "
@@ -583,6 +641,22 @@ def _finished_run(path: Path, cfg: TrainConfig) -> bool:
     ignore = {"out", "quiet", "resume", "device", "plots"}
     mine = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return all(saved.get(k) == v for k, v in mine.items())
+
+
+def ensure_demo_model(train_dir: str | Path, *, quiet: bool = True) -> bool:
+    """Make ``train_dir`` hold the demo's trained digits model (``DEMO_TRAIN``): reuse it
+    when it holds a finished run of that configuration (or at least its weights), else
+    train it. Returns whether it was reused. Benchmarks that study the demo's model call
+    this so that they run on a fresh clone too."""
+    from .train import train
+
+    train_dir = Path(train_dir)
+    cfg = resolve_config(TrainConfig(**DEMO_TRAIN, out=str(train_dir), quiet=quiet))
+    if _finished_run(train_dir, cfg) or (train_dir / runs.WEIGHTS_FILE).is_file():
+        return True
+    print(f"hyperode: training the digits model with the demo's settings into {train_dir}")
+    train(cfg)
+    return False
 
 
 def run_demo_pipeline(out: str | Path = "runs/demo", *, train_iterations: int | None = None,
