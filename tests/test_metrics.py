@@ -25,7 +25,7 @@ from hyperode.metrics import (
     solve_cost,
     time_call,
 )
-from hyperode.nn import Autonomous, hypersolver_mnist_model
+from hyperode.nn import Autonomous, GalerkinConv2d, GalerkinLinear, hypersolver_mnist_model
 
 # ---------------------------------------------------------------------- MACs
 
@@ -68,6 +68,18 @@ def test_mac_counter_matches_hand_counts():
         pass
     net(x)  # hooks are gone after the block
     assert counter.macs == 0 and not any(m._forward_hooks for m in net.modules())
+
+
+def test_mac_counter_counts_galerkin_layers():
+    lin = GalerkinLinear(3, 4, n_terms=5)
+    conv = GalerkinConv2d(2, 6, 3, padding=1, n_terms=2, bias=False)
+    x, img = torch.randn(7, 3), torch.randn(7, 2, 5, 5)
+    with MacCounter(lin, conv) as counter:
+        lin(torch.tensor(0.3), x)
+        conv(torch.tensor(0.3), img)
+    lin_hand = 7 * 4 * 3 + 5 * (4 * 3 + 4)          # application + weight/bias expansion
+    conv_hand = 7 * 6 * 5 * 5 * (2 * 3 * 3) + 2 * (6 * 2 * 3 * 3)
+    assert counter.macs == lin_hand + conv_hand and counter.calls == 2
 
 
 def test_paper_networks_mac_counts():

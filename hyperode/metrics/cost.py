@@ -7,7 +7,11 @@ weight by an input, bias additions and activations excluded:
 - ``nn.Linear``: ``output.numel() * in_features``;
 - ``nn.Conv1d/2d/3d``: ``output.numel() * (in_channels / groups) * prod(kernel_size)``;
 - ``nn.ConvTranspose1d/2d/3d``: ``input.numel() * (out_channels / groups) *
-  prod(kernel_size)``.
+  prod(kernel_size)``;
+- ``GalerkinLinear`` / ``GalerkinConv2d`` (depth-varying weights): as ``nn.Linear`` /
+  ``nn.Conv2d`` with the expanded weight, plus the expansion ``sum_n phi_n(s) W_n``
+  itself, ``n_terms * (weight.numel() + bias.numel())`` once per call (whatever the
+  batch size).
 
 Hooks see every call of a layer inside the counted modules, so any user architecture
 built from these layers is counted, however it is wired. Not counted: layers of other
@@ -25,16 +29,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..nn.galerkin import DepthVariant, GalerkinConv2d, GalerkinLinear
 from ..odeint import solve
 from ..solvers.problem import State
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-COUNTED_LAYERS = (nn.Linear, *_CONV, *_CONV_T)
+COUNTED_LAYERS = (nn.Linear, *_CONV, *_CONV_T, GalerkinLinear, GalerkinConv2d)
 
 
 def layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> int:
     """MACs of one call of a counted layer (module docstring); 0 for other modules."""
+    if isinstance(module, DepthVariant):
+        expansion = module.weight_coeffs.numel() + (
+            0 if module.bias_coeffs is None else module.bias_coeffs.numel())
+        if isinstance(module, GalerkinLinear):
+            return output.numel() * module.in_features + expansion
+        if isinstance(module, GalerkinConv2d):
+            return output.numel() * module.in_channels * math.prod(module.kernel_size) + \
+                expansion
+        return 0
     if isinstance(module, nn.Linear):
         return output.numel() * module.in_features
     if isinstance(module, _CONV_T):
