@@ -1,41 +1,46 @@
 """Is it still an ODE? Ott et al. (ICLR 2021, "ResNet After All?") at CPU scale.
 
-Three experiments, all on this machine's CPU with one thread, one training at a time:
+Five experiments (``--only`` picks some; by default all), on this machine's CPU with
+one thread, one training at a time. Grids run through ``hyperode.adapt.run_grid`` (the
+library's home of the grid search, also ``hyperode grid``): each trained model is
+evaluated with ``solver_independence_report`` (the training solver and the more
+accurate test solvers of the paper); a setting is *valid* when, for every seed, no more
+accurate test solver loses more than the threshold in test accuracy; the critical step
+count ``n_c`` is the smallest grid count from which every larger one is valid, the
+critical tolerance the largest tolerance from which every tighter one is valid.
 
-1. **Grid (paper Fig. 4 / Table 1).** Spheres-2D (``task="spheres"``, the default ReLU
-   MLP model) trained with Euler at each step count of ``--grid``, several seeds. Each
-   trained model is evaluated on the test split with ``solver_independence_report``:
-   Euler, midpoint and rk4 at the training step times 0.5, 0.75, 1, 1.5, 2. A step
-   count is *valid* when, for every seed, no more accurate test solver loses more
-   than ``threshold`` test accuracy against the training solver. The *critical step
-   count* ``n_c`` is the smallest grid count from which every larger grid count is
-   valid. Two thresholds are reported: 0.1 (the adaptation algorithm's) and 0.02
-   (about seed noise on 1000 test points, "accuracy no longer drops").
-2. **Step adaptation (Algorithm 2).** ``StepAdaptation`` (checks every 50 iterations,
-   Euler -> midpoint test solver, factor 50, Hairer's starting step) on the same task,
-   the same iterations and seeds. Reported: final test accuracy, final step count,
-   mean training NFE per iteration, and the NFE of the adaptation checks separately.
-3. **Lady Windermere's fan (XOR, paper eq. 4).** No training: the stand-in field
-   ``z' = [[g, -a|z|^d], [b|z|^d, g]] z`` (REPRODUCTION.md B; the paper gives no
-   parameters, ours are in ``FAN``) integrated with Euler at a coarse and a fine
-   step; a logistic regression on the final states measures linear separability, and
-   ``find_crossings`` checks whether trajectories cross.
+``grid``        Spheres-2D (``task="spheres"``, default ReLU MLP model) trained with
+                Euler over a step grid (paper Fig. 4a), thresholds 0.1 and 0.02.
+``rk4``         The same with RK4 (Fig. 4b; tested with RK4 at 0.5-2x the step).
+``tolerance``   fehlberg2 (tested with fehlberg2 and dopri5) and dopri5 (tested with
+                dopri5) over a tolerance grid, test tolerances 0.1, 1, 10x (Fig. 4c, d);
+                then tolerance adaptation (Algorithm 3, dopri5) against the dopri5 grid.
+``adaptation``  Step adaptation (Algorithm 2: Euler -> midpoint, factor 50, checks every
+                50 iterations, Hairer's starting step) against the Euler grid (Table 1).
+``digits``      The 8x8 digits (conv Neural ODE): a small Euler grid and step adaptation.
 
-NFE accounting (hyperode's): ``nfe_forward`` counts evaluations of the vector field
-f in the forward solve of one training iteration (Euler with n steps: n). With
-backpropagation through the solver the backward pass re-evaluates nothing, so
-``nfe_backward`` is 0 by definition (autograd differentiates the recorded graph). The
-NFE of evaluations (test split) and of adaptation checks is *not* in the training
-NFE; the adaptation checks' NFE is reported on its own, per training iteration.
+Every trained model is also evaluated with a *reference* solver far more accurate than
+any test solver of the paper (rk4 at 256 and 512 steps; ``None`` when the state
+overflows): it tells whether a model the paper's check calls valid computes the ODE's
+flow or relies on its training solver (see the markdown's "why the spread" section).
 
-    python benchmarks/odeness.py                 # full run (~5-8 min CPU)
-    python benchmarks/odeness.py --quick         # smoke run (~1 min)
-    python benchmarks/odeness.py --seeds 3 --out benchmarks/results
-    python benchmarks/odeness.py --report-only   # targets/md/plots from odeness.json
+NFE accounting (hyperode's): ``nfe_forward`` counts evaluations of f in the forward
+solve of one training iteration (Euler with n steps: n; rk4: 4n; adaptive: the
+solver's count). With backpropagation through the solver the backward pass
+re-evaluates nothing, so ``nfe_backward`` is 0. The NFE of evaluations and of
+adaptation checks is not in the training NFE; the checks' NFE is reported apart.
+
+    python benchmarks/odeness.py                      # everything (~31 min CPU)
+    python benchmarks/odeness.py --quick              # smoke run (~1 min CPU)
+    python benchmarks/odeness.py --only rk4,tolerance # some experiments; the others'
+                                                      # results are kept from odeness.json
+    python benchmarks/odeness.py --report-only        # targets/md/plots from odeness.json
 
 Writes ``odeness.json`` (config, versions, load average, every figure), ``odeness.md``
-(tables, targets met / not met) and ``odeness_grid.png``, ``odeness_adaptation.png``,
-``odeness_fan.png`` under ``--out``.
+(tables, targets met / not met) and the PNGs ``odeness_grid.png`` (Euler),
+``odeness_rk4.png``, ``odeness_fehlberg2.png``, ``odeness_dopri5.png``,
+``odeness_adaptation.png``, ``odeness_tolerance_adaptation.png``,
+``odeness_digits.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -53,47 +58,52 @@ from typing import Any
 import numpy as np
 import torch
 
-from hyperode.adapt import StepAdaptation, find_crossings, solver_independence_report
+from hyperode.adapt import (
+    GridResult,
+    StepAdaptation,
+    ToleranceAdaptation,
+    plot_grid,
+    run_grid,
+    solver_independence_report,
+    test_solver,
+)
+from hyperode.adapt.grid import critical_summary
+from hyperode.errors import SolverError
 from hyperode.experiments import TrainConfig, train
 from hyperode.experiments.config import resolve_config
+from hyperode.experiments.odes import using_solver
 from hyperode.experiments.tasks import load_split
 from hyperode.experiments.train import versions
 from hyperode.nn import SolverConfig
 
 RESULTS = Path(__file__).parent / "results"
+EXPERIMENTS = ("grid", "rk4", "tolerance", "adaptation", "digits")
+FORMAT = "odeness/2"  # layout of odeness.json
 THRESHOLDS = (0.1, 0.02)
-FULL = {"grid": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64], "iterations": 1500, "seeds": 3}
-QUICK = {"grid": [1, 2, 4, 8, 16], "iterations": 300, "seeds": 2}
-#: Lady Windermere's fan stand-in: z' = [[g, -a r^d], [b r^d, g]] z on [0, T], XOR data.
-#: Chosen by a small search (alpha = beta in 15..45, gamma in -15..0, delta in 0.5..3) for
-#: the largest coarse/fine difference in linear separability; the paper gives no values.
-FAN = {"alpha": 30.0, "beta": 30.0, "gamma": -15.0, "delta": 2.0, "T": 1.0,
-       "h_coarse": 10 ** -2.5, "h_fine": 10 ** -3.5}
+#: rk4 step counts of the reference solver, per task (digits' conv field is ~50x dearer
+#: per evaluation and its grid stops at 16 Euler steps).
+REFERENCE_STEPS = {"spheres": (256, 512), "digits": (64, 128)}
+FULL: dict[str, Any] = {
+    "iterations": 1500, "seeds": 3,
+    "euler_steps": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64],
+    "rk4_steps": [1, 2, 3, 4, 6, 8, 12, 16],
+    "tolerances": {"fehlberg2": [1e-1, 1e-2, 1e-3, 1e-4],
+                   "dopri5": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]},
+    "tol_iterations": 1500, "tol_seeds": 3, "tol_adapt_initial": 1e-3,
+    "tol_adapt_methods": ["fehlberg2", "dopri5"],
+    "digits_steps": [1, 2, 4, 8, 16, 32], "digits_iterations": 500, "digits_seeds": 3,
+}
+QUICK: dict[str, Any] = {
+    "iterations": 150, "seeds": 1,
+    "euler_steps": [1, 4, 16], "rk4_steps": [1, 4],
+    "tolerances": {"fehlberg2": [1e-1, 1e-3], "dopri5": [1e-1, 1e-3]},
+    "tol_iterations": 60, "tol_seeds": 1,
+    "tol_adapt_initial": 1e-3, "tol_adapt_methods": ["fehlberg2"],
+    "digits_steps": [1, 4], "digits_iterations": 60, "digits_seeds": 1,
+}
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _train(cfg: TrainConfig, callbacks: list | None = None) -> tuple[Any, float]:
-    t0 = time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = cfg.replace(out=str(Path(tmp) / "run"), quiet=True, plots=False, threads=1,
-                          checkpoint_every=10**9, device="cpu")
-        result = train(cfg, callbacks=callbacks)
-    return result, time.process_time() - t0
-
-
-def _drops(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Largest accuracy loss (training-solver accuracy minus row accuracy) over the more
-    accurate rows, overall and per method."""
-    acc0 = rows[0]["accuracy"]
-    out: dict[str, float] = {"all": 0.0}
-    for r in rows:
-        if r["more_accurate"]:
-            d = acc0 - r["accuracy"]
-            out["all"] = max(out["all"], d)
-            out[r["method"]] = max(out.get(r["method"], 0.0), d)
-    return out
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -106,75 +116,112 @@ def _pm(xs: list[float], pct: bool = True) -> str:
     return f"{100 * m:.1f} ± {100 * s:.1f}%" if pct else f"{m:.1f} ± {s:.1f}"
 
 
-# --------------------------------------------------------------------------- 1. grid
+def _accuracy(model: Any, x: torch.Tensor, y: torch.Tensor, solver: SolverConfig,
+              batch_size: int = 1000) -> float | None:
+    """Accuracy with ``solver``; ``None`` when the solve fails (a state overflows)."""
+    try:
+        with torch.no_grad(), using_solver(model, solver):
+            hits = sum(int((model(x[i:i + batch_size]).argmax(-1) == y[i:i + batch_size]).sum())
+                       for i in range(0, len(x), batch_size))
+    except SolverError:
+        return None
+    return hits / len(x)
 
 
-def run_grid(grid: list[int], seeds: list[int], iterations: int, split: Any) -> dict[str, Any]:
-    runs = []
-    for n in grid:
-        for seed in seeds:
-            cfg = TrainConfig(task="spheres", method="euler", num_steps=n, iterations=iterations,
-                              seed=seed, eval_every=iterations)
-            result, cpu = _train(cfg)
-            t0 = time.process_time()
-            rep = solver_independence_report(result.model, split,
-                                             SolverConfig(method="euler", num_steps=n))
-            drops = _drops(rep.rows)
-            runs.append({
-                "num_steps": n, "seed": seed, "test_accuracy": rep.train_accuracy,
-                "final_test_accuracy_logged": result.results["final"].get("test_accuracy"),
-                "nfe_forward_per_iter": result.results["nfe"]["forward_mean"],
-                "nfe_backward_per_iter": result.results["nfe"]["backward_mean"],
-                "max_gap": rep.max_gap, "max_drop": drops, "rows": rep.rows,
-                "cpu_s_train": cpu, "cpu_s_report": time.process_time() - t0,
-            })
-            print(f"grid n={n:3d} seed={seed} acc={rep.train_accuracy:.3f} "
-                  f"drop={drops['all']:+.3f} cpu={cpu:.1f}s", flush=True)
-    summary = []
-    for n in grid:
-        rs = [r for r in runs if r["num_steps"] == n]
-        summary.append({
-            "num_steps": n,
-            "acc_mean": _mean_std([r["test_accuracy"] for r in rs])[0],
-            "acc_std": _mean_std([r["test_accuracy"] for r in rs])[1],
-            "worst_drop": max(r["max_drop"]["all"] for r in rs),
-            "mean_drop": _mean_std([r["max_drop"]["all"] for r in rs])[0],
-            "nfe_forward_per_iter": rs[0]["nfe_forward_per_iter"],
-            "nfe_backward_per_iter": rs[0]["nfe_backward_per_iter"],
-            "acc_by_method_same_steps": {
-                m: _mean_std([next(x["accuracy"] for x in r["rows"] if x["method"] == m
-                                   and x["steps"] == n) for r in rs])[0]
-                for m in ("euler", "midpoint", "rk4")},
-        })
-    critical = {}
-    for thr in THRESHOLDS:
-        valid = [s["worst_drop"] <= thr for s in summary]
-        idx = next((i for i in range(len(grid)) if all(valid[i:])), None)
-        entry: dict[str, Any] = {"threshold": thr, "valid": dict(zip(grid, valid, strict=True))}
-        if idx is None:
-            entry.update(critical_steps=None)
-        else:
-            valid_rows = summary[idx:]
-            best = max(valid_rows, key=lambda s: s["acc_mean"])
-            entry.update(
-                critical_steps=grid[idx],
-                last_invalid=grid[idx - 1] if idx > 0 else None,
-                next_after_critical=grid[idx + 1] if idx + 1 < len(grid) else None,
-                acc_at_critical=[summary[idx]["acc_mean"], summary[idx]["acc_std"]],
-                best_valid={"num_steps": best["num_steps"],
-                            "acc": [best["acc_mean"], best["acc_std"]]},
-                accs_at_critical=[r["test_accuracy"] for r in runs
-                                  if r["num_steps"] == grid[idx]],
-            )
-        critical[str(thr)] = entry
-    return {"runs": runs, "summary": summary, "critical": critical}
+def reference(model: Any, split: Any, train_solver: SolverConfig,
+              steps: tuple[int, int] = REFERENCE_STEPS["spheres"]) -> dict[str, Any]:
+    """Test accuracy with rk4 at ``steps`` (``None``: the state overflowed), the drop of
+    the training solver's accuracy against the finer one, and whether the two agree
+    within 1 point (``converged``)."""
+    was = model.training
+    model.eval()
+    try:
+        accs = {f"rk4_{n}": _accuracy(model, split.x_test, split.y_test,
+                                      SolverConfig(method="rk4", num_steps=n))
+                for n in steps}
+        acc_train = _accuracy(model, split.x_test, split.y_test, train_solver)
+    finally:
+        model.train(was)
+    coarse, finest = accs[f"rk4_{steps[0]}"], accs[f"rk4_{steps[1]}"]
+    return {**accs, "steps": list(steps), "train_solver": acc_train,
+            "diverged": finest is None,
+            "drop": (acc_train if finest is None else acc_train - finest),
+            "converged": coarse is not None and finest is not None
+            and abs(coarse - finest) <= 0.01}
 
 
-# --------------------------------------------------------------------------- 2. adaptation
+def _finest(ref: dict[str, Any]) -> float | None:
+    """The reference accuracy at the finer step count (``None``: overflow)."""
+    return ref[f"rk4_{ref['steps'][-1]}"]
 
 
-def run_adaptation(seeds: list[int], iterations: int, split: Any, task: str = "spheres"
-                   ) -> dict[str, Any]:
+def _train(cfg: TrainConfig, callbacks: list | None = None) -> tuple[Any, float]:
+    t0 = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = cfg.replace(out=str(Path(tmp) / "run"), quiet=True, plots=False, threads=1,
+                          checkpoint_every=10**9, device="cpu")
+        result = train(cfg, callbacks=callbacks)
+    return result, time.process_time() - t0
+
+
+def _grid(task: str, method: str, values: list, seeds: list[int], iterations: int,
+          **kw: Any) -> dict[str, Any]:
+    key = "steps" if method in ("euler", "midpoint", "rk4") else "tolerances"
+    t0 = time.process_time()
+    steps = REFERENCE_STEPS[task]
+    res = run_grid(task, method, **{key: values}, seeds=seeds, iterations=iterations,
+                   threshold=THRESHOLDS[0], thresholds=THRESHOLDS[1:],
+                   on_run=lambda model, split, solver: reference(model, split, solver, steps),
+                   log=lambda line: print(line, flush=True), **kw)
+    out = res.to_dict()
+    _add_reference_summary(out)
+    out["cpu_s"] = time.process_time() - t0
+    return out
+
+
+def _add_reference_summary(g: dict[str, Any]) -> None:
+    """Per setting: reference accuracy over seeds, worst drop against it, diverged seeds;
+    and the critical value if validity is judged against the reference (0.1)."""
+    for s in g["summary"]:
+        rs = [r for r in g["runs"] if r["value"] == s["value"]]
+        fin = [_finest(r["extra"]) for r in rs]
+        s["reference"] = {
+            "acc_mean": _mean_std([a for a in fin if a is not None])[0]
+            if any(a is not None for a in fin) else None,
+            "worst_drop": max(r["extra"]["drop"] for r in rs),
+            "diverged": sum(r["extra"]["diverged"] for r in rs),
+            "converged": all(r["extra"]["converged"] for r in rs),
+        }
+    ref_summary = [{**s, "worst_drop": s["reference"]["worst_drop"]} for s in g["summary"]]
+    g["critical_reference"] = critical_summary(g["config"]["kind"], ref_summary, g["runs"],
+                                               THRESHOLDS[0])
+
+
+# --------------------------------------------------------------------------- adaptation
+
+
+def _adapted_run(result: Any, cb: Any, rep: Any, ref: dict[str, Any], iterations: int,
+                 cpu: float, t0: float) -> dict[str, Any]:
+    """The figures every adapted run reports: test accuracy, training and check NFE per
+    iteration, the check history, the solver-independence report and the reference."""
+    nfe_f = result.results["nfe"]["forward_mean"]
+    acc0 = rep.rows[0]["accuracy"]
+    return {
+        "test_accuracy": result.results["final"]["test_accuracy"],
+        "nfe_forward_per_iter": nfe_f,
+        "nfe_backward_per_iter": result.results["nfe"]["backward_mean"],
+        "adapt_nfe_total": cb.nfe_total, "adapt_nfe_per_iter": cb.nfe_total / iterations,
+        "nfe_total_per_iter": nfe_f + cb.nfe_total / iterations,
+        "history": cb.history,
+        "odeness_max_drop": max([acc0 - r["accuracy"] for r in rep.rows
+                                 if r["more_accurate"]] + [0.0]),
+        "odeness_rows": rep.rows, "reference": ref,
+        "cpu_s_train": cpu, "cpu_s_report": time.process_time() - t0,
+    }
+
+
+def run_step_adaptation(seeds: list[int], iterations: int, split: Any, task: str = "spheres"
+                        ) -> dict[str, Any]:
     runs = []
     for seed in seeds:
         cb = StepAdaptation()
@@ -183,176 +230,115 @@ def run_adaptation(seeds: list[int], iterations: int, split: Any, task: str = "s
         cfg = TrainConfig(task=task, method="euler", num_steps=1, iterations=iterations,
                           seed=seed, eval_every=iterations)
         result, cpu = _train(cfg, [cb])
-        final = result.results["solver"]["final"]
         h = cb.h
         n_final = math.ceil(1.0 / h - 1e-9)
         t0 = time.process_time()
-        rep = solver_independence_report(result.model, split,
-                                         SolverConfig(method="euler", step_size=h))
+        train_solver = SolverConfig(method="euler", step_size=h)
+        rep = solver_independence_report(result.model, split, train_solver)
+        check_solver = test_solver(train_solver)
+        acc_check = _accuracy(result.model.eval(), split.x_test, split.y_test, check_solver)
+        ref = reference(result.model, split, train_solver, REFERENCE_STEPS[task])
         nfe_f = result.results["nfe"]["forward_mean"]
         runs.append({
-            "seed": seed, "test_accuracy": result.results["final"]["test_accuracy"],
-            "final_step": h, "final_num_steps": n_final, "final_solver": final,
-            "nfe_forward_per_iter": nfe_f,
-            "nfe_backward_per_iter": result.results["nfe"]["backward_mean"],
-            "adapt_nfe_total": cb.nfe_total, "adapt_nfe_per_iter": cb.nfe_total / iterations,
-            "nfe_total_per_iter": nfe_f + cb.nfe_total / iterations,
-            "history": cb.history, "odeness_max_drop": _drops(rep.rows),
-            "odeness_rows": rep.rows, "cpu_s_train": cpu,
-            "cpu_s_report": time.process_time() - t0,
+            "seed": seed, **_adapted_run(result, cb, rep, ref, iterations, cpu, t0),
+            "final_step": h, "final_num_steps": n_final,
+            "final_solver": result.results["solver"]["final"],
+            "check_solver": check_solver.describe(), "check_solver_test_accuracy": acc_check,
         })
         print(f"adapt[{task}] seed={seed} acc={runs[-1]['test_accuracy']:.3f} "
               f"steps={n_final} nfe/iter={nfe_f:.1f}+{cb.nfe_total / iterations:.1f} "
+              f"reference={_finest(ref)} cpu={cpu:.1f}s", flush=True)
+    return {"task": task, "iterations": iterations, "runs": runs}
+
+
+def run_tolerance_adaptation(seeds: list[int], iterations: int, split: Any,
+                             initial_tol: float, method: str = "dopri5") -> dict[str, Any]:
+    runs = []
+    for seed in seeds:
+        cb = ToleranceAdaptation(initial_tol=initial_tol)
+        cfg = TrainConfig(task="spheres", method=method, iterations=iterations, seed=seed,
+                          eval_every=iterations)
+        result, cpu = _train(cfg, [cb])
+        tol = cb.tol
+        t0 = time.process_time()
+        train_solver = SolverConfig(method=method, rtol=tol, atol=tol)
+        rep = solver_independence_report(result.model, split, train_solver)
+        ref = reference(result.model, split, train_solver)
+        nfe_f = result.results["nfe"]["forward_mean"]
+        runs.append({
+            "seed": seed, "method": method, "initial_tol": initial_tol, "final_tol": tol,
+            **_adapted_run(result, cb, rep, ref, iterations, cpu, t0),
+        })
+        print(f"tol-adapt[{method}] seed={seed} acc={runs[-1]['test_accuracy']:.3f} "
+              f"tol={tol:.2e} nfe/iter={nfe_f:.1f}+{cb.nfe_total / iterations:.1f} "
               f"cpu={cpu:.1f}s", flush=True)
-    return {"task": task, "runs": runs}
+    return {"task": "spheres", "method": method, "iterations": iterations, "runs": runs}
 
 
-# --------------------------------------------------------------------------- 3. fan
+# --------------------------------------------------------------------------- experiments
 
 
-def _xor_points(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """XOR on four Gaussian clusters at (0,0), (1,1) (label 0) and (1,0), (0,1) (label 1),
-    std 0.05: the clusters lie at different radii, so the field's radius-dependent
-    rotation separates them (an odd field cannot separate a centred XOR)."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
-    labels = np.array([0, 0, 1, 1])
-    k = rng.integers(0, 4, n)
-    return centres[k] + 0.05 * rng.standard_normal((n, 2)), labels[k]
-
-
-def _fan_euler(z: np.ndarray, h: float, p: dict[str, float], record: int = 60) -> np.ndarray:
-    n = max(1, round(p["T"] / h))
-    h = p["T"] / n
-    keep = max(1, n // record)
-    traj = [z.copy()]
-    for i in range(n):
-        r = np.linalg.norm(z, axis=1, keepdims=True) ** p["delta"]
-        dz = np.concatenate([p["gamma"] * z[:, :1] - p["alpha"] * r * z[:, 1:],
-                             p["beta"] * r * z[:, :1] + p["gamma"] * z[:, 1:]], axis=1)
-        z = z + h * dz
-        if (i + 1) % keep == 0 or i == n - 1:
-            traj.append(z.copy())
-    return np.stack(traj, axis=1)  # (points, time, 2)
-
-
-def _linear_accuracy(z: np.ndarray, y: np.ndarray) -> float:
-    """Training accuracy of a logistic regression (features standardised): 1.0 means
-    linearly separable (up to the optimiser)."""
-    from sklearn.linear_model import LogisticRegression
-
-    zs = (z - z.mean(0)) / (z.std(0) + 1e-12)
-    clf = LogisticRegression(C=1e4, max_iter=5000).fit(zs, y)
-    return float(clf.score(zs, y))
-
-
-def run_fan(params: dict[str, float], out: Path) -> dict[str, Any]:
-    x, y = _xor_points()
-    res: dict[str, Any] = {"params": params, "initial_linear_accuracy": _linear_accuracy(x, y)}
-    trajs = {}
-    for name in ("h_coarse", "h_fine"):
-        h = params[name]
-        traj = _fan_euler(x, h, params, record=320)
-        trajs[name] = traj
-        # find_crossings wants [T, B, 2]; 50 trajectories, every recorded point (the
-        # coarse run records every Euler step, the fine one every 10th)
-        cross = find_crossings(torch.as_tensor(traj[::8]).transpose(0, 1))
-        res[name] = {"h": h, "steps": max(1, round(params["T"] / h)),
-                     "linear_accuracy": _linear_accuracy(traj[:, -1], y),
-                     "crossings": _crossing_summary(cross),
-                     "final_radius_max": float(np.linalg.norm(traj[:, -1], axis=1).max())}
-    res["plot"] = _plot_fan(trajs, y, params, out / "odeness_fan.png")
-    return res
-
-
-def _crossing_summary(cross: Any) -> dict[str, Any]:
-    return {"crossed": bool(cross.crossed), "pairs_crossing": len(cross.pairs),
-            "pairs_checked": 50 * 49 // 2}
-
-
-def _plot_fan(trajs: dict[str, np.ndarray], y: np.ndarray, p: dict[str, float],
-              path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, (name, traj) in zip(axes, trajs.items(), strict=True):
-        for i in range(0, len(traj), 8):
-            ax.plot(traj[i, :, 0], traj[i, :, 1], color="tab:red" if y[i] else "tab:blue",
-                    alpha=0.15, lw=0.6)
-        ax.scatter(traj[:, -1, 0], traj[:, -1, 1], c=np.where(y, "tab:red", "tab:blue"), s=6)
-        ax.set_title(f"Euler h={p[name]:.2g} ({name[2:]})")
-        ax.set_aspect("equal", "datalim")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+def run_experiment(name: str, preset: dict[str, Any], seeds: int | None) -> dict[str, Any]:
+    """One experiment of ``EXPERIMENTS``; returns its JSON entry."""
+    n_seeds = preset["seeds"] if seeds is None else seeds
+    t0 = time.process_time()
+    split = load_split(resolve_config(TrainConfig(task="spheres")))
+    if name == "grid":
+        out = _grid("spheres", "euler", preset["euler_steps"], list(range(n_seeds)),
+                    preset["iterations"])
+    elif name == "rk4":
+        out = _grid("spheres", "rk4", preset["rk4_steps"], list(range(n_seeds)),
+                    preset["iterations"])
+    elif name == "tolerance":
+        tol_seeds = list(range(preset["tol_seeds"] if seeds is None else seeds))
+        out = {m: _grid("spheres", m, preset["tolerances"][m], tol_seeds,
+                        preset["tol_iterations"]) for m in ("fehlberg2", "dopri5")}
+        out["adaptations"] = [run_tolerance_adaptation(tol_seeds, preset["tol_iterations"],
+                                                       split, preset["tol_adapt_initial"], m)
+                              for m in preset["tol_adapt_methods"]]
+    elif name == "adaptation":
+        out = run_step_adaptation(list(range(n_seeds)), preset["iterations"], split)
+    elif name == "digits":
+        dsplit = load_split(resolve_config(TrainConfig(task="digits")))
+        d_seeds = list(range(preset["digits_seeds"] if seeds is None else seeds))
+        out = {"grid": _grid("digits", "euler", preset["digits_steps"], d_seeds,
+                             preset["digits_iterations"]),
+               "adaptation": run_step_adaptation(d_seeds, preset["digits_iterations"], dsplit,
+                                                 task="digits")}
+    else:
+        raise ValueError(f"--only: unknown experiment {name!r}; choose from {EXPERIMENTS}")
+    out["cpu_s_experiment"] = time.process_time() - t0
+    return out
 
 
 # --------------------------------------------------------------------------- plots
 
 
-def plot_grid(grid_res: dict[str, Any], adapt: dict[str, Any] | None, path: Path) -> str:
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"euler": "tab:blue", "midpoint": "tab:orange", "rk4": "tab:green"}
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    runs = grid_res["runs"]
-    grid = sorted({r["num_steps"] for r in runs})
-    for method in ("euler", "midpoint", "rk4"):
-        for f, marker in ((1.0, "o-"),):
-            means, stds = [], []
-            for n in grid:
-                accs = [next(x["accuracy"] for x in r["rows"] if x["method"] == method
-                             and math.isclose(x["step"], f / n))
-                        for r in runs if r["num_steps"] == n]
-                means.append(np.mean(accs))
-                stds.append(np.std(accs))
-            ax.errorbar(grid, means, yerr=stds, fmt=marker, color=colours[method],
-                        alpha=1.0 if method == "euler" else 0.4, capsize=2,
-                        label=f"test: {method}" + (" (= training solver)" if method == "euler"
-                                                   else ""))
-    crit = grid_res["critical"]["0.1"].get("critical_steps")
-    if crit:
-        ax.axvline(crit, color="k", ls="--", lw=0.8, label=f"critical (0.1): {crit}")
-    if adapt:
-        for r in adapt["runs"]:
-            ax.plot([r["final_num_steps"]], [r["test_accuracy"]], "k*", ms=10,
-                    label="step adaptation (final)" if r is adapt["runs"][0] else None)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training steps (Euler); test solvers at the same step")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Spheres-2D: Euler-trained, evaluated with other solvers")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return plt
 
 
-def plot_adaptation(adapt: dict[str, Any], grid_res: dict[str, Any], path: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_step_adaptation(adapt: dict[str, Any], grid: dict[str, Any] | None, path: Path) -> str:
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in adapt["runs"]:
         its = [0] + [e["iteration"] for e in r["history"]]
         start = r["history"][0]["adapt_num_steps"] if r["history"] else r["final_num_steps"]
         ns = [start] + [e["adapt_num_steps"] for e in r["history"]]
+        its.append(adapt["iterations"])
+        ns.append(ns[-1])
         ax.step(its, ns, where="post", label=f"seed {r['seed']}")
-    c = grid_res["critical"]["0.1"]
-    if c.get("critical_steps"):
-        lo = c.get("last_invalid") or c["critical_steps"]
-        ax.axhspan(lo, c["critical_steps"], color="tab:gray", alpha=0.2,
-                   label="grid: last invalid .. critical (0.1)")
+    c = grid["critical"]["0.1"] if grid else {}
+    if c.get("critical"):
+        lo = c.get("last_invalid") or c["critical"]
+        hi = c.get("next_after") or c["critical"]
+        ax.axhspan(lo, hi, color="tab:gray", alpha=0.2,
+                   label=f"grid critical range (0.1): {lo}..{hi}")
     ax.set_yscale("log", base=2)
     ax.set_xlabel("iteration")
     ax.set_ylabel("Euler steps (after each check)")
@@ -365,213 +351,457 @@ def plot_adaptation(adapt: dict[str, Any], grid_res: dict[str, Any], path: Path)
     return path.name
 
 
-# --------------------------------------------------------------------------- report
+def _tol_adaptations(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tolerance adaptations of the ``tolerance`` experiment (one per method)."""
+    return t.get("adaptations") or ([t["adaptation"]] if t.get("adaptation") else [])
 
 
-def targets(grid_res: dict[str, Any], adapt: dict[str, Any]) -> list[dict[str, Any]]:
+def plot_tolerance_adaptation(adapts: list[dict[str, Any]], grids: dict[str, Any],
+                              path: Path) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig.set_size_inches(9, 4)
+    styles = {"fehlberg2": "-", "dopri5": "--"}
+    colours = {"fehlberg2": "tab:purple", "dopri5": "tab:red"}
+    for adapt in adapts:
+        m = adapt["method"]
+        for k, r in enumerate(adapt["runs"]):
+            its = [0] + [e["iteration"] for e in r["history"]] + [adapt["iterations"]]
+            tols = [r["initial_tol"]] + [e["adapt_tol"] for e in r["history"]]
+            tols.append(tols[-1])
+            ax.step(its, tols, styles.get(m, "-"), where="post", color=colours.get(m),
+                    alpha=1.0 - 0.25 * k, label=f"{m}, seed {r['seed']}")
+        c = grids[m]["critical"]["0.1"] if grids.get(m) else {}
+        if c.get("critical"):
+            ax.axhline(c["critical"], color=colours.get(m), ls=":", lw=1.2,
+                       label=f"{m} grid: critical tolerance (0.1) {c['critical']:.0e}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("tolerance (after each check)")
+    ax.set_title("Tolerance adaptation (spheres)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def make_plots(res: dict[str, Any], out: Path) -> list[str]:
+    made = []
+    a = res.get("adaptation")
+    if res.get("grid"):
+        extra = [(r["final_num_steps"], r["test_accuracy"], "step adaptation (final)")
+                 for r in a["runs"]] if a else []
+        made.append(plot_grid(GridResult.from_dict(res["grid"]), out / "odeness_grid.png",
+                              title="Spheres-2D: Euler-trained, tested with other solvers",
+                              extra_points=extra).name)
+    if res.get("rk4"):
+        made.append(plot_grid(GridResult.from_dict(res["rk4"]), out / "odeness_rk4.png",
+                              title="Spheres-2D: RK4-trained, tested with RK4").name)
+    t = res.get("tolerance")
+    if t:
+        for m in ("fehlberg2", "dopri5"):
+            extra = [(r["final_tol"], r["test_accuracy"], "tolerance adaptation (final)")
+                     for a_ in _tol_adaptations(t) if a_["method"] == m for r in a_["runs"]]
+            made.append(plot_grid(GridResult.from_dict(t[m]), out / f"odeness_{m}.png",
+                                  title=f"Spheres-2D: {m}-trained", extra_points=extra).name)
+        made.append(plot_tolerance_adaptation(_tol_adaptations(t), t,
+                                              out / "odeness_tolerance_adaptation.png"))
+    if a:
+        made.append(plot_step_adaptation(a, res.get("grid"), out / "odeness_adaptation.png"))
+    d = res.get("digits")
+    if d:
+        extra = [(r["final_num_steps"], r["test_accuracy"], "step adaptation (final)")
+                 for r in d["adaptation"]["runs"]]
+        made.append(plot_grid(GridResult.from_dict(d["grid"]), out / "odeness_digits.png",
+                              title="Digits 8x8: Euler-trained, tested with other solvers",
+                              extra_points=extra).name)
+    return made
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _adaptation_targets(adapt: dict[str, Any], grid: dict[str, Any], what: str,
+                        value_key: str, nfe_key: str = "nfe_forward_per_iter"
+                        ) -> list[dict[str, Any]]:
+    """Accuracy and NFE of an adaptation against a grid (the paper's Table 1 claims)."""
+    c = grid["critical"]["0.1"]
+    if c.get("critical") is None:
+        return [{"target": f"{what}: the grid has a critical value (0.1)", "met": False,
+                 "figures": "no grid setting from which all more accurate ones are valid"}]
     out = []
-    c = grid_res["critical"]["0.1"]
     accs_a = [r["test_accuracy"] for r in adapt["runs"]]
-    if c.get("critical_steps") is None:
-        return [{"target": "grid has a critical step count", "met": False,
-                 "figures": "no grid count from which all are valid"}]
-    accs_g = c["accs_at_critical"]
+    best = c["best_valid"]
+    accs_best = [r["test_accuracy"] for r in grid["runs"] if r["value"] == best["value"]]
     ma, sa = _mean_std(accs_a)
-    mg, sg = _mean_std(accs_g)
-    noise = max(sa, sg, 0.005)
-    out.append({"target": "adaptation accuracy equals the grid's critical-count accuracy "
-                          "within seed noise (|diff| <= 2 x max(std, 0.5 pp))",
-                "met": abs(ma - mg) <= 2 * noise,
-                "figures": f"adaptation {100 * ma:.1f} ± {100 * sa:.1f}% vs grid at "
-                           f"n_c={c['critical_steps']}: {100 * mg:.1f} ± {100 * sg:.1f}% "
-                           f"(best valid n={c['best_valid']['num_steps']}: "
-                           f"{100 * c['best_valid']['acc'][0]:.1f}%)"})
-    lo = c.get("last_invalid") or c["critical_steps"]
-    hi = c.get("next_after_critical") or c["critical_steps"]
-    nfes = [r["nfe_forward_per_iter"] for r in adapt["runs"]]
-    nfe_all = [r["nfe_total_per_iter"] for r in adapt["runs"]]
+    mb, sb = _mean_std(accs_best)
+    noise = max(sa, sb, 0.005)
+    label = (lambda v: f"{v:g}") if grid["config"]["kind"] == "steps" else (
+        lambda v: f"{v:.1e}")
+    out.append({"target": f"{what}: accuracy equals the grid's best valid run within seed "
+                          f"noise (|diff| <= 2 x max(std, 0.5 pp))",
+                "met": abs(ma - mb) <= 2 * noise,
+                "figures": f"adaptation {100 * ma:.1f} ± {100 * sa:.1f}% vs best valid "
+                           f"{label(best['value'])}: {100 * mb:.1f} ± {100 * sb:.1f}% "
+                           f"(critical {label(c['critical'])}: "
+                           f"{100 * c['acc_at_critical'][0]:.1f}%)"})
+    by_value = {s["value"]: s for s in grid["summary"]}
+    lo_v = c.get("last_invalid") if c.get("last_invalid") is not None else c["critical"]
+    hi_v = c.get("next_after") if c.get("next_after") is not None else c["critical"]
+    lo = by_value[lo_v]["nfe_forward_per_iter"]
+    hi = by_value[hi_v]["nfe_forward_per_iter"]
+    lo, hi = min(lo, hi), max(lo, hi)
+    nfes = [r[nfe_key] for r in adapt["runs"]]
     inside = [lo <= x <= hi for x in nfes]
-    # per seed: a mean over seeds can land inside the range while no seed does
-    out.append({"target": f"adaptation training NFE/iteration within the grid's critical "
-                          f"range [{lo}, {hi}] (last invalid .. grid count after n_c), "
+    out.append({"target": f"{what}: training NFE/iteration within the grid's critical range "
+                          f"[{lo:.1f}, {hi:.1f}] (grid {label(lo_v)} .. {label(hi_v)}), "
                           f"every seed",
                 "met": all(inside),
-                "figures": f"forward per seed {[round(x, 2) for x in nfes]} (mean "
-                           f"{np.mean(nfes):.2f}; with checks {[round(x, 2) for x in nfe_all]}); "
-                           f"{sum(inside)}/{len(inside)} seeds inside; n_c = "
-                           f"{c['critical_steps']}"})
-    n_c = c["critical_steps"]
-    cheap = [r["nfe_total_per_iter"] <= n_c and r["odeness_max_drop"]["all"] <= 0.1
-             and r["test_accuracy"] >= mg - 2 * noise for r in adapt["runs"]]
-    out.append({"target": "no grid search needed: each adapted run is a valid ODE model "
-                          "(max drop <= 0.1) with the grid's accuracy at NFE (training + "
-                          "checks) <= n_c",
-                "met": all(cheap),
-                "figures": f"{sum(cheap)}/{len(cheap)} seeds"})
-    finals = [r["final_num_steps"] for r in adapt["runs"]]
-    valid_final = [r["odeness_max_drop"]["all"] <= 0.1 for r in adapt["runs"]]
-    out.append({"target": "adapted models are solver-independent (max drop <= 0.1 under "
-                          "more accurate solvers)",
-                "met": all(valid_final),
-                "figures": f"final steps {finals}; max drops "
-                           f"{[round(r['odeness_max_drop']['all'], 3) for r in adapt['runs']]}"})
+                "figures": f"per seed {[round(x, 1) for x in nfes]} (with checks "
+                           f"{[round(r['nfe_total_per_iter'], 1) for r in adapt['runs']]}); "
+                           f"{sum(inside)}/{len(inside)} inside"})
+    drops = [r["odeness_max_drop"] for r in adapt["runs"]]
+    out.append({"target": f"{what}: adapted models pass the paper's check (report: no more "
+                          f"accurate test solver loses > 0.1)",
+                "met": all(d <= 0.1 for d in drops),
+                "figures": f"{value_key} {[label(r[value_key]) for r in adapt['runs']]}; max "
+                           f"drops {[round(d, 3) for d in drops]}"})
+    ref = [r["reference"] for r in adapt["runs"]]
+    out.append({"target": f"{what}: adapted models agree with the reference solver (rk4, "
+                          f"{ref[0]['steps'][-1]} steps) within 0.1",
+                "met": all(x["drop"] <= 0.1 for x in ref),
+                "figures": "drops " + str([round(x["drop"], 3) for x in ref])
+                           + f"; diverged {sum(x['diverged'] for x in ref)}/{len(ref)}"})
     return out
 
 
-def write_markdown(res: dict[str, Any], path: Path) -> None:
-    g = res["grid"]
-    lines = ["# Is it still an ODE? Ott et al. at CPU scale", "",
-             f"Command: `{res['command']}`  ",
-             f"Versions: {res['versions']['hyperode']} / torch {res['versions']['torch']}; "
-             f"load average start {res['loadavg_start']}, end {res['loadavg_end']}; "
-             f"total CPU {res['cpu_s_total']:.0f} s (1 thread).", "",
-             f"Task: spheres-2D, default MLP model, {res['config']['iterations']} iterations "
-             f"(Adam, preset lr with cosine decay), seeds {res['config']['seeds']}. "
-             "Accuracy = test accuracy (1000 points). NFE = evaluations of f per training "
-             "iteration: forward solve; backward is 0 by hyperode's accounting "
-             "(backprop through the solver re-evaluates nothing). Adaptation checks are "
-             "counted apart.", "",
-             "## 1. Euler grid", "",
-             "| steps | NFE fwd / bwd per iter | acc. (Euler, train solver) | midpoint same steps "
-             "| rk4 same steps | worst drop (more accurate solvers, over seeds) |",
-             "|---|---|---|---|---|---|"]
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    g = res.get("grid")
+    if g:
+        c = g["critical"]["0.1"]
+        out.append({"target": "Euler grid: a critical step count exists (paper Fig. 4a)",
+                    "met": c.get("critical") is not None,
+                    "figures": f"n_c = {c.get('critical')} (0.1), "
+                               f"{g['critical']['0.02'].get('critical')} (0.02)"})
+    r4 = res.get("rk4")
+    if r4 and g and g["critical"]["0.1"].get("critical"):
+        c4 = r4["critical"]["0.1"].get("critical")
+        ce = g["critical"]["0.1"]["critical"]
+        out.append({"target": "RK4 grid: a critical step count exists and is below Euler's "
+                              "(a higher-order solver needs fewer steps)",
+                    "met": c4 is not None and c4 < ce,
+                    "figures": f"RK4 n_c = {c4} vs Euler {ce}"})
+    t = res.get("tolerance")
+    if t:
+        for m in ("fehlberg2", "dopri5"):
+            c = t[m]["critical"]["0.1"]
+            crit = None if c.get("critical") is None else _label("tolerance", c["critical"])
+            out.append({"target": f"{m} grid: a critical tolerance exists (paper Fig. 4c, d)",
+                        "met": c.get("critical") is not None,
+                        "figures": f"critical tolerance {crit}; valid {c['valid']}"})
+        for a_ in _tol_adaptations(t):
+            m = a_["method"]
+            out += _adaptation_targets(a_, t[m], f"tolerance adaptation ({m})", "final_tol")
+    a = res.get("adaptation")
+    if a and g:
+        out += _adaptation_targets(a, g, "step adaptation (spheres)", "final_num_steps")
+    d = res.get("digits")
+    if d:
+        out += _adaptation_targets(d["adaptation"], d["grid"], "step adaptation (digits)",
+                                   "final_num_steps")
+    return out
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _label(kind: str, v: float) -> str:
+    return f"{int(v)}" if kind == "steps" else f"{v:.0e}"
+
+
+def _grid_md(g: dict[str, Any], title: str) -> list[str]:
+    cfg = g["config"]
+    kind = cfg["kind"]
+    head = "steps" if kind == "steps" else "tol"
+    others = [m for m in g["summary"][0]["acc_by_method"] if m != cfg["method"]]
+    lines = [f"### {title}", "",
+             f"{cfg['task']}, trained with {cfg['method']}, {cfg['iterations']} iterations, "
+             f"seeds {cfg['seeds']} ({g['cpu_s']:.0f} s CPU). Test solvers: "
+             + ("step x " + str(cfg["step_factors"]) if kind == "steps"
+                else "tolerance x " + str(cfg["tol_factors"])) + ".", "",
+             f"| {head} | NFE fwd / bwd per iter | acc. (training solver) | "
+             + "".join(f"{m} at same {head} | " for m in others)
+             + "worst drop, report | valid 0.1 / 0.02 | reference acc. (rk4 "
+             f"{REFERENCE_STEPS[cfg['task']][-1]} steps) | worst drop vs reference |",
+             "|---|---|---|" + "---|" * len(others) + "---|---|---|---|"]
     for s in g["summary"]:
-        am = s["acc_by_method_same_steps"]
-        lines.append(f"| {s['num_steps']} | {s['nfe_forward_per_iter']:.0f} / "
+        lab = _label(kind, s["value"])
+        cells = "".join(f"{100 * s['acc_by_method'][m]:.1f}% | " if m in s["acc_by_method"]
+                        else "- | " for m in others)
+        v1, v2 = (g["critical"][str(t)]["valid"][lab] for t in THRESHOLDS)
+        ref = s["reference"]
+        ref_acc = "diverged" if ref["acc_mean"] is None else f"{100 * ref['acc_mean']:.1f}%"
+        if ref["diverged"] and ref["acc_mean"] is not None:
+            ref_acc += f" ({ref['diverged']} seed(s) diverged)"
+        lines.append(f"| {lab} | {s['nfe_forward_per_iter']:.1f} / "
                      f"{s['nfe_backward_per_iter']:.0f} | {100 * s['acc_mean']:.1f} ± "
-                     f"{100 * s['acc_std']:.1f}% | {100 * am['midpoint']:.1f}% | "
-                     f"{100 * am['rk4']:.1f}% | {100 * s['worst_drop']:+.1f} pp |")
-    lines += ["", "Critical step count (smallest grid count from which every count is valid "
-              "for every seed):", ""]
-    for thr, c in g["critical"].items():
-        if c.get("critical_steps") is None:
-            lines.append(f"- threshold {thr}: none")
+                     f"{100 * s['acc_std']:.1f}% | {cells}{100 * s['worst_drop']:+.1f} pp | "
+                     f"{'yes' if v1 else 'no'} / {'yes' if v2 else 'no'} | {ref_acc} | "
+                     f"{100 * ref['worst_drop']:+.1f} pp |")
+    name = "n_c" if kind == "steps" else "critical tolerance"
+    lines.append("")
+    for key, c in [*list(g["critical"].items()), ("0.1 vs reference", g["critical_reference"])]:
+        if c.get("critical") is None:
+            lines.append(f"- threshold {key}: {name} = none")
             continue
-        lines.append(f"- threshold {thr}: n_c = **{c['critical_steps']}** (last invalid "
-                     f"{c['last_invalid']}); accuracy at n_c {100 * c['acc_at_critical'][0]:.1f}"
-                     f" ± {100 * c['acc_at_critical'][1]:.1f}%; best valid n="
-                     f"{c['best_valid']['num_steps']} {100 * c['best_valid']['acc'][0]:.1f}%")
-    for key in ("adaptation", "adaptation_digits"):
-        a = res.get(key)
-        if not a:
-            continue
-        lines += ["", f"## 2. Step adaptation ({a['task']})", "",
-                  "| seed | test acc. | final steps | train NFE fwd / bwd per iter | "
-                  "check NFE per iter | total per iter | max drop (more accurate) |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in a["runs"]:
-            lines.append(f"| {r['seed']} | {100 * r['test_accuracy']:.1f}% | "
-                         f"{r['final_num_steps']} | {r['nfe_forward_per_iter']:.2f} / "
-                         f"{r['nfe_backward_per_iter']:.0f} | {r['adapt_nfe_per_iter']:.2f} | "
-                         f"{r['nfe_total_per_iter']:.2f} | "
-                         f"{100 * r['odeness_max_drop']['all']:+.1f} pp |")
-        rs = a["runs"]
-        lines.append(f"| mean | {_pm([r['test_accuracy'] for r in rs])} | "
-                     f"{_pm([r['final_num_steps'] for r in rs], False)} | "
-                     f"{_pm([r['nfe_forward_per_iter'] for r in rs], False)} | "
-                     f"{_pm([r['adapt_nfe_per_iter'] for r in rs], False)} | "
-                     f"{_pm([r['nfe_total_per_iter'] for r in rs], False)} | |")
-    lines += ["", "## Targets", ""]
-    for t in res["targets"]:
-        lines.append(f"- **{'met' if t['met'] else 'NOT met'}**: {t['target']} — {t['figures']}")
-    if res.get("fan"):
-        f = res["fan"]
-        lines += ["", "## 3. Lady Windermere's fan (XOR, stand-in field)", "",
-                  f"Field z' = [[γ, −α‖z‖^δ], [β‖z‖^δ, γ]] z with {f['params']}; XOR clusters "
-                  "at (0,0),(1,1) vs (1,0),(0,1), std 0.05, 400 points. Linear separability = "
-                  "logistic-regression training accuracy on the final states "
-                  f"(initial {100 * f['initial_linear_accuracy']:.1f}%).", "",
-                  "| Euler step | steps | linear acc. of final states | crossings |",
-                  "|---|---|---|---|"]
-        for name in ("h_coarse", "h_fine"):
-            e = f[name]
-            lines.append(f"| {e['h']:.2g} | {e['steps']} | {100 * e['linear_accuracy']:.1f}% | "
-                         f"{e['crossings']} |")
-        for t in f.get("targets", []):
-            lines.append(f"- **{'met' if t['met'] else 'NOT met'}**: {t['target']} — "
-                         f"{t['figures']}")
-    lines += ["", "## Notes", "",
-              "- Critical range = [last invalid grid count, grid count after n_c]; the paper's "
-              "Table 1 ranges (65-129) are consecutive grid points too.",
-              "- Adaptation: 'final steps' is the step after the last check (iteration "
-              f"{res['config']['iterations']}); a check on the last iteration changes the "
-              "solver the final test accuracy is measured with, but not the one the model "
-              "was trained with (the change applies from the next iteration). 'max drop' is "
-              "from solver_independence_report at that final step.",
-              "- Check NFE: forward NFE of the checks' evaluations on one training batch "
-              "(training solver, test solver, and the re-check of a grown step), divided by "
-              "the number of training iterations.",
-              "- Fan: parameters from a small search (see FAN in the script); the paper gives "
-              "none. Crossings: 50 trajectories, polylines through every recorded point."]
+        last = "-" if c["last_invalid"] is None else _label(kind, c["last_invalid"])
+        lines.append(f"- threshold {key}: {name} = **{_label(kind, c['critical'])}** (last "
+                     f"invalid {last}); accuracy there {100 * c['acc_at_critical'][0]:.1f} ± "
+                     f"{100 * c['acc_at_critical'][1]:.1f}%, NFE/iter "
+                     f"{c['nfe_at_critical']:.1f}; best valid "
+                     f"{_label(kind, c['best_valid']['value'])}: "
+                     f"{100 * c['best_valid']['acc'][0]:.1f}%")
+    return lines
+
+
+def _step_adaptation_md(a: dict[str, Any], title: str) -> list[str]:
+    lines = [f"### {title}", "",
+             f"{a['task']}, {a['iterations']} iterations, Euler training, midpoint test solver "
+             "(factor 50), checks every 50 iterations (not on the last), threshold 0.1.", "",
+             "| seed | test acc. | final steps | train NFE fwd / bwd per iter | check NFE per "
+             "iter | max drop, report | acc. with the check's test solver | reference acc. "
+             f"(rk4 {' / '.join(map(str, REFERENCE_STEPS[a['task']]))} steps) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in a["runs"]:
+        ref = r["reference"]
+        refs = " / ".join("overflow" if ref[f"rk4_{n}"] is None else
+                          f"{100 * ref[f'rk4_{n}']:.1f}%" for n in ref["steps"])
+        chk = r["check_solver_test_accuracy"]
+        lines.append(f"| {r['seed']} | {100 * r['test_accuracy']:.1f}% | "
+                     f"{r['final_num_steps']} | {r['nfe_forward_per_iter']:.2f} / "
+                     f"{r['nfe_backward_per_iter']:.0f} | {r['adapt_nfe_per_iter']:.2f} | "
+                     f"{100 * r['odeness_max_drop']:+.1f} pp | "
+                     f"{'overflow' if chk is None else f'{100 * chk:.1f}%'} "
+                     f"({r['check_solver']}) | {refs} |")
+    rs = a["runs"]
+    lines.append(f"| mean | {_pm([r['test_accuracy'] for r in rs])} | "
+                 f"{_pm([r['final_num_steps'] for r in rs], False)} | "
+                 f"{_pm([r['nfe_forward_per_iter'] for r in rs], False)} | "
+                 f"{_pm([r['adapt_nfe_per_iter'] for r in rs], False)} | | | |")
+    return lines
+
+
+def _tolerance_adaptation_md(a: dict[str, Any]) -> list[str]:
+    lines = ["### Tolerance adaptation (Algorithm 3)", "",
+             f"spheres, {a['method']} training, {a['iterations']} iterations, start tolerance "
+             f"{a['runs'][0]['initial_tol']:g}, checks every 50 iterations, threshold 0.1, "
+             "test solver dopri5 at tol/10 (tightened while it takes no more NFE), min 2 "
+             "steps.", "",
+             "| seed | test acc. | final tol | train NFE fwd per iter | check NFE per iter | "
+             "max drop, report | reference acc. |", "|---|---|---|---|---|---|---|"]
+    for r in a["runs"]:
+        ref = _finest(r["reference"])
+        lines.append(f"| {r['seed']} | {100 * r['test_accuracy']:.1f}% | {r['final_tol']:.2e} | "
+                     f"{r['nfe_forward_per_iter']:.1f} | {r['adapt_nfe_per_iter']:.2f} | "
+                     f"{100 * r['odeness_max_drop']:+.1f} pp | "
+                     f"{'overflow' if ref is None else f'{100 * ref:.1f}%'} |")
+    return lines
+
+
+def write_markdown(res: dict[str, Any], path: Path) -> None:
+    cpu = {k: res[k]["cpu_s_experiment"] for k in EXPERIMENTS if res.get(k)}
+    lines = ["# Is it still an ODE? Ott et al. at CPU scale", "",
+             f"Commands: {', '.join(f'`{c}`' for c in res['commands'])}  ",
+             f"Versions: {res['versions']['hyperode']} / torch {res['versions']['torch']}; "
+             f"load average at the start of the last command {res['loadavg_start']}, at "
+             f"its end {res['loadavg_end']}; CPU per experiment (1 thread) "
+             + ", ".join(f"{k} {v:.0f} s" for k, v in cpu.items())
+             + f", total {sum(cpu.values()) / 60:.1f} min.", "",
+             "Accuracy = test accuracy (spheres: 1000 points; digits: 450 held-out images). "
+             "NFE = evaluations of f per training iteration in the forward solve; backward "
+             "is 0 by hyperode's accounting (backprop through the solver re-evaluates "
+             "nothing). Adaptation checks are counted apart. *Report* = "
+             "`solver_independence_report` (the paper's test solvers); *reference* = rk4 at "
+             "256 and 512 steps (digits: 64 and 128), far more accurate than "
+             "any test solver of the paper ('overflow'/'diverged': the accurate solve "
+             "overflows, i.e. the exact flow of the learnt field explodes).", ""]
+    if res.get("grid") or res.get("rk4"):
+        lines += ["## 1. Fixed-step grids on spheres-2D (paper Fig. 4a, b)", ""]
+        if res.get("grid"):
+            lines += [*_grid_md(res["grid"], "Euler"), ""]
+        if res.get("rk4"):
+            lines += [*_grid_md(res["rk4"], "RK4"), ""]
+    t = res.get("tolerance")
+    if t:
+        lines += ["## 2. Tolerance grids on spheres-2D (paper Fig. 4c, d)", ""]
+        for m in ("fehlberg2", "dopri5"):
+            lines += [*_grid_md(t[m], m), ""]
+        for a_ in _tol_adaptations(t):
+            lines += [*_tolerance_adaptation_md(a_), ""]
+        lines += [*TOLERANCE_NOTES, ""]
+    if res.get("adaptation"):
+        lines += ["## 3. Step adaptation on spheres-2D (Algorithm 2, Table 1)", ""]
+        lines += _step_adaptation_md(res["adaptation"], "Step adaptation vs the Euler grid")
+        lines += ["", *SPREAD_NOTES, ""]
+    d = res.get("digits")
+    if d:
+        lines += ["## 4. Digits 8x8 (conv Neural ODE): Euler grid and step adaptation", ""]
+        lines += [*_grid_md(d["grid"], "Euler grid"), ""]
+        lines += [*_step_adaptation_md(d["adaptation"], "Step adaptation"), "", *DIGITS_NOTES,
+                  ""]
+    lines += ["## Targets", ""]
+    for tg in res["targets"]:
+        lines.append(f"- **{'met' if tg['met'] else 'NOT met'}**: {tg['target']} — "
+                     f"{tg['figures']}")
+    lines += ["", "## Notes", "", *NOTES]
     lines += ["", "Plots: " + ", ".join(res["plots"])]
     path.write_text("\n".join(lines) + "\n")
 
 
+SPREAD_NOTES: list[str] = [
+    "#### Why the adapted runs spread, and why passing the check is weaker than it looks",
+    "",
+    "The run before this one ended with seeds 0 and 1 at 1 Euler step and seed 2 at 226 "
+    "steps with a 13.8-point drop. Its training was the same as this run's for "
+    "iterations 1-1499 (same seeds, same checks); only the check on the last iteration, "
+    "which changed seed 2's solver to 226 steps for the final evaluation alone, is gone "
+    "(seed 2 is now evaluated at 113 steps, the step it trained with). Reading the "
+    "checks (`history` in odeness.json) and re-evaluating the models with accurate "
+    "solvers gives three reasons. None is a bug in hyperode: every decision follows "
+    "Algorithm 2 (Hairer's starting step, the factor-50 test solver, halving, the "
+    "re-checked growth), and the max-steps rule never acted (largest count 355 < 500).",
+    "",
+    "1. **The seeds part ways in the first ~450 iterations, while accuracy is near "
+    "chance.** Seed 2's checks at iterations 50-350 compare batch accuracies of "
+    "0.48-0.81; it failed two of them (iterations 100 and 150: gaps 0.18 and 0.16) "
+    "and was halved to 11 steps; during its fast-learning phase at 9-17 steps it then "
+    "became genuinely solver dependent (training solver 1.00 vs test solver 0.59-0.80 "
+    "at iterations 450-600) and was halved up to 236 steps. Seeds 0 and 1 learnt the "
+    "task at 2-3 steps with every check passing and grew to 1 step.",
+    "2. **The threshold and the growth rule keep a model at the edge of the check.** A "
+    "check passes with a gap of up to 10 points on the batch, and every passed check "
+    "proposes a 10% longer step; seed 2's test-solver accuracies at iterations "
+    "1000-1450 were 0.91-0.99 against 1.00, and each growth was accepted. Its final model "
+    "scores 100% with Euler at 113 steps but 89.7% with the exact flow (rk4 at 256 "
+    "steps and dopri5 at 1e-6 agree): a ResNet tied to its step after all. Its field is "
+    "stiff (rk4 at 16 steps: 49%).",
+    "3. **At large steps the factor-50 test solver is not accurate enough for the field "
+    "that was learnt.** The rule takes the methods' error constants as equal; at h = 1 it "
+    "tests with midpoint at h = sqrt(1/50) (8 steps). Seed 0's 1-step model keeps 95% "
+    "with that solver, yet its exact flow explodes: rk4 at 32 steps or more overflows "
+    "to inf (the 'overflow' in the table). The paper's report, with test steps 0.5-2x "
+    "the training step, runs only 1- and 2-step solvers at h = 1, which share the "
+    "ResNet's behaviour: hence its '+0.0 pp' for these seeds.",
+    "",
+    "Single-batch noise adds to all three: when ~10% of the predictions change between "
+    "the two solvers, the gap measured on 128 samples has a standard deviation of about "
+    "3 points. What would make the check stricter (not implemented): checks on several "
+    "batches or a held-out split, a lower threshold, a test solver whose step also "
+    "shrinks with the field's stiffness (e.g. an adaptive dopri5 reference), or a "
+    "penalty on the field's stiffness.",
+]
+
+DIGITS_NOTES: list[str] = [
+    "Reduced to fit the budget: 500 iterations (the digits preset has 1000), 3 seeds, "
+    "step counts 1-32. The digits field is well behaved: the report and the reference "
+    "agree on every model (the paper's check is sufficient here), and the adapted runs "
+    "land inside the grid's critical range with the grid's accuracy. Validity at 16 "
+    "steps holds only at the 0.1 threshold (drops 5-8 points); at 0.02 no grid count "
+    "qualifies, and the adapted models, like the grid's, lose 2-9 points under the "
+    "reference.",
+]
+
+TOLERANCE_NOTES: list[str] = [
+    "Tolerance adaptation starts at 1e-3 (the spheres preset's tolerance), not at the "
+    "paper's 1e-6: with growth 1.1 per 50 iterations, 1500 iterations can move the "
+    "tolerance by at most 1.1^29 = 16x, and 1e-6 would have cost ~5x the NFE for the "
+    "whole run. Both adaptations end *below* the grid's critical NFE range, with models "
+    "that pass the report and agree with the reference: fehlberg2 settles at "
+    "1.5e-3-3.3e-3 (a tolerance whose grid runs were invalid for 2 of 3 seeds; trained "
+    "under the checks, the field stays one that fehlberg2 solves well at that "
+    "tolerance), and dopri5 passed every check after iteration 350 and was still "
+    "growing at the end (capped by the growth rate at 1e-3 x 1.1^29 = 0.016). So the "
+    "NFE target is missed on the cheap side, not by an invalid model.",
+]
+
+NOTES: list[str] = [
+    "- Critical range = the grid values just below and above the critical one (the "
+    "paper's Table 1 ranges, 65-129, are consecutive grid points too); its NFE are the "
+    "grid runs' forward NFE per iteration.",
+    "- Step adaptation: 'final steps' is the step the model trained with in its last 50 "
+    "iterations (no check runs on the last iteration); the report and the reference are "
+    "evaluated at that step.",
+    "- Check NFE: forward NFE of the checks' evaluations on one training batch "
+    "(training solver, test solver, and the re-check of a grown step / tolerance), "
+    "divided by the number of training iterations.",
+]
+
+
+# --------------------------------------------------------------------------- main
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run (~1 minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (~1-2 minutes; default --out runs/odeness-quick)")
+    p.add_argument("--only", default=",".join(EXPERIMENTS),
+                   help=f"comma-separated experiments, from {','.join(EXPERIMENTS)} "
+                        f"(default all); the others' results are kept from odeness.json")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--grid", type=int, nargs="+", default=None, help="Euler step counts")
-    p.add_argument("--digits", action="store_true", help="also step adaptation on digits")
-    p.add_argument("--no-fan", action="store_true", help="skip the XOR fan")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=None, help=f"default {RESULTS}")
     p.add_argument("--report-only", action="store_true",
                    help="rebuild targets, odeness.md and the plots from --out/odeness.json "
                         "(no training)")
     args = p.parse_args(argv)
-    if args.report_only:
-        res = json.loads((args.out / "odeness.json").read_text())
-        res["targets"] = targets(res["grid"], res["adaptation"])
-        plot_grid(res["grid"], res["adaptation"], args.out / "odeness_grid.png")
-        plot_adaptation(res["adaptation"], res["grid"], args.out / "odeness_adaptation.png")
-        (args.out / "odeness.json").write_text(json.dumps(res, indent=1, default=str))
-        write_markdown(res, args.out / "odeness.md")
-        print((args.out / "odeness.md").read_text())
-        return
-    torch.set_num_threads(1)
-    preset = QUICK if args.quick else FULL
-    grid = args.grid or preset["grid"]
-    seeds = list(range(args.seeds if args.seeds is not None else preset["seeds"]))
-    iterations = args.iterations or preset["iterations"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    cpu0 = time.process_time()
-    res: dict[str, Any] = {
-        "command": "python benchmarks/odeness.py " + " ".join(sys.argv[1:] if argv is None
-                                                               else argv),
-        "versions": versions(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "config": {"task": "spheres", "model": "mlp (default)", "grid": grid, "seeds": seeds,
-                   "iterations": iterations, "thresholds": THRESHOLDS, "threads": 1,
-                   "adaptation": {"every": 50, "threshold": 0.1, "max_steps": 500,
-                                  "growth": 1.1, "factor": 50, "initial_step": "hairer"}},
-    }
-    split = load_split(resolve_config(TrainConfig(task="spheres")))
-    res["grid"] = run_grid(grid, seeds, iterations, split)
-    res["adaptation"] = run_adaptation(seeds, iterations, split)
-    res["targets"] = targets(res["grid"], res["adaptation"])
-    if args.digits:
-        dsplit = load_split(resolve_config(TrainConfig(task="digits")))
-        res["adaptation_digits"] = run_adaptation(seeds[:1], 300 if args.quick else 600,
-                                                  dsplit, task="digits")
-    res["plots"] = [plot_grid(res["grid"], res["adaptation"], args.out / "odeness_grid.png"),
-                    plot_adaptation(res["adaptation"], res["grid"],
-                                    args.out / "odeness_adaptation.png")]
-    if not args.no_fan:
-        fan = run_fan(FAN, args.out)
-        fan["targets"] = [
-            {"target": "coarse Euler separates XOR linearly",
-             "met": fan["h_coarse"]["linear_accuracy"] >= 0.99,
-             "figures": f"{100 * fan['h_coarse']['linear_accuracy']:.1f}%"},
-            {"target": "fine Euler does not",
-             "met": fan["h_fine"]["linear_accuracy"] < 0.9,
-             "figures": f"{100 * fan['h_fine']['linear_accuracy']:.1f}%"}]
-        res["fan"] = fan
-        res["plots"].append(fan["plot"])
-    res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    res["cpu_s_total"] = time.process_time() - cpu0
-    (args.out / "odeness.json").write_text(json.dumps(res, indent=1, default=str))
-    write_markdown(res, args.out / "odeness.md")
-    print((args.out / "odeness.md").read_text())
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in EXPERIMENTS]
+    if bad or not only:
+        p.error(f"argument --only: unknown experiment(s) {bad or only!r}; choose from "
+                f"{','.join(EXPERIMENTS)}")
+    if args.seeds is not None and args.seeds < 1:
+        p.error(f"argument --seeds: must be an integer >= 1, got {args.seeds}")
+    out = args.out or (Path("runs/odeness-quick") if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "odeness.json"
+    res: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    if res.get("format") != FORMAT:  # results of an older layout of this script
+        res = {}
+    if res.get("commands"):  # a command run twice counts once, at its last place
+        res["commands"] = [c for i, c in enumerate(res["commands"])
+                           if c not in res["commands"][i + 1:]]
+    if args.report_only and not any(res.get(k) for k in EXPERIMENTS):
+        p.error(f"argument --report-only: {path} holds no results of this script's layout; "
+                f"run the experiments first")
+    if not args.report_only:
+        torch.set_num_threads(1)
+        preset = QUICK if args.quick else FULL
+        command = "python benchmarks/odeness.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        if set(only) == set(EXPERIMENTS):
+            res = {}
+        res["format"] = FORMAT
+        command = command.strip()
+        res["commands"] = [c for c in res.get("commands", []) if c != command] + [command]
+        res["versions"] = versions()
+        res["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+        res.setdefault("config", {})
+        res["config"].update({"preset": "quick" if args.quick else "full", "threads": 1,
+                              "thresholds": THRESHOLDS, "reference_steps": REFERENCE_STEPS,
+                              **{k: v for k, v in preset.items()}})
+        for name in only:
+            print(f"== {name}", flush=True)
+            res[name] = run_experiment(name, preset, args.seeds)
+            res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+            res["targets"] = targets(res)
+            path.write_text(json.dumps(res, indent=1, default=str))  # after each experiment
+    res["targets"] = targets(res)
+    res["plots"] = make_plots(res, out)
+    path.write_text(json.dumps(res, indent=1, default=str))
+    write_markdown(res, out / "odeness.md")
+    print((out / "odeness.md").read_text())
 
 
 if __name__ == "__main__":

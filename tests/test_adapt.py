@@ -17,8 +17,11 @@ from hyperode.adapt import (
     ToleranceAdaptation,
     ToleranceRule,
     candidate_solvers,
+    critical_steps,
+    critical_tolerance,
     find_crossings,
     plot_crossings,
+    run_grid,
     solver_independence_report,
     starting_step,
 )
@@ -26,6 +29,7 @@ from hyperode.adapt import test_solver as make_test_solver
 from hyperode.adapt import test_step_size as step_rule
 from hyperode.adapt.cli import add_parsers
 from hyperode.adapt.crossing import segments_intersect
+from hyperode.adapt.grid import critical_summary
 from hyperode.adapt.report import _more_accurate
 from hyperode.experiments import TrainConfig, read_metrics, resolve_config, runs, train
 from hyperode.experiments.plots import is_png
@@ -417,3 +421,256 @@ def test_candidate_solvers_do_not_repeat_a_one_step_solve():
     assert len(steps) == len(set(steps))
     assert all(r.step_size <= 1.0 for r in rows)
     assert ("rk4", 1.0) in steps and ("euler", 0.5) in steps
+
+
+# --------------------------------------------------------------------------- grid
+
+
+@pytest.mark.parametrize("counts, valid, expected", [
+    ([1, 2, 4, 8, 16], [False, False, False, True, True], 8),
+    ([1, 2, 4, 8, 16], [True, True, True, True, True], 1),
+    ([1, 2, 4, 8, 16], [False, True, False, True, True], 8),   # 2 valid, 4 not: no
+    ([1, 2, 4, 8, 16], [True, True, True, True, False], None),  # the finest is invalid
+    ([16, 4, 1, 8, 2], [True, False, False, True, True], 8),    # any order
+    ([32], [True], 32),
+])
+def test_critical_steps_on_hand_made_tables(counts, valid, expected):
+    assert critical_steps(counts, valid) == expected
+
+
+@pytest.mark.parametrize("tols, valid, expected", [
+    ([1e-1, 1e-2, 1e-3, 1e-4], [False, False, True, True], 1e-3),
+    ([1e-1, 1e-2, 1e-3, 1e-4], [True, False, True, True], 1e-3),  # 1e-1 valid, 1e-2 not
+    ([1e-4, 1e-1, 1e-3, 1e-2], [True, True, True, True], 1e-1),   # any order
+    ([1e-1, 1e-2, 1e-3], [True, True, False], None),
+])
+def test_critical_tolerance_on_hand_made_tables(tols, valid, expected):
+    assert critical_tolerance(tols, valid) == expected
+
+
+def test_critical_values_reject_bad_tables():
+    with pytest.raises(ValueError, match="same length"):
+        critical_steps([1, 2], [True])
+    with pytest.raises(ValueError, match="distinct"):
+        critical_steps([2, 2], [True, True])
+    with pytest.raises(ValueError, match="integers >= 1"):
+        critical_steps([0, 2], [True, True])
+    with pytest.raises(ValueError, match="finite numbers > 0"):
+        critical_tolerance([1e-3, -1.0], [True, True])
+
+
+def test_critical_summary_uses_the_worst_seed():
+    summary = [{"value": v, "worst_drop": d, "acc_mean": 0.9, "acc_std": 0.0,
+                "nfe_forward_per_iter": float(v)}
+               for v, d in [(1, 0.5), (2, 0.05), (4, 0.2), (8, 0.01), (16, 0.0)]]
+    runs_ = [{"value": v, "test_accuracy": 0.9} for v in (1, 2, 4, 8, 16)]
+    c = critical_summary("steps", summary, runs_, 0.1)
+    assert c["critical"] == 8 and c["last_invalid"] == 4 and c["next_after"] == 16
+    assert c["valid"] == {"1": False, "2": True, "4": False, "8": True, "16": True}
+    assert critical_summary("steps", summary, runs_, 0.3)["critical"] == 2
+
+
+def test_cli_grid_on_a_tiny_run(tmp_path, capsys):
+    out = tmp_path / "grid"
+    args = _parser().parse_args(["grid", "--task", "spheres", "--solver", "euler", "--steps",
+                                 "2,4", "--seeds", "0", "--iterations", "20", "--n-train",
+                                 "256", "--n-test", "200", "--out", str(out)])
+    assert args.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "critical step count" in printed.lower() and "| 2 |" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert [(r["value"], r["seed"]) for r in res["runs"]] == [(2, 0), (4, 0)]
+    for r in res["runs"]:
+        assert r["nfe_forward_per_iter"] == r["value"] and r["nfe_backward_per_iter"] == 0
+        assert [x["method"] for x in r["rows"]][:1] == ["euler"] and len(r["rows"]) == 15
+        drop = max([r["rows"][0]["accuracy"] - x["accuracy"] for x in r["rows"]
+                    if x["more_accurate"]] + [0.0])
+        assert r["max_drop"]["all"] == pytest.approx(drop)
+    crit = res["critical"]["0.1"]
+    valid = [crit["valid"][k] for k in ("2", "4")]
+    assert crit["critical"] == critical_steps([2, 4], valid)
+    assert json.loads((out / "config.json").read_text())["values"] == [2, 4]
+    assert is_png(out / "grid.png") and "| steps |" in (out / "grid.md").read_text()
+    # a second run into the same folder is refused, naming --out
+    with pytest.raises(SystemExit):
+        args.run(args)
+    assert "argument --out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--solver", "euler", "--steps", "1,0"], "argument --steps: must be an integer >= 1"),
+    (["--solver", "euler", "--steps", "2,2"], "argument --steps: step counts must be distinct"),
+    (["--solver", "euler", "--tolerances", "1e-3"], "argument --tolerances"),
+    (["--solver", "dopri5", "--steps", "4"], "argument --steps"),
+    (["--solver", "dopri5", "--tolerances", "1e-2,2"], "argument --tolerances"),
+    (["--solver", "heun", "--steps", "4"], "argument --solver"),
+    (["--solver", "euler", "--seeds", "0,-1"], "argument --seeds"),
+    (["--solver", "euler", "--threshold", "1.5"], "argument --threshold"),
+    (["--solver", "euler", "--iterations", "0"], "argument --iterations"),
+    (["--solver", "euler", "--model", "nope", "--iterations", "2"], "argument --model"),
+])
+def test_cli_grid_errors_name_the_argument(argv, flag, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        args = _parser().parse_args(["grid", "--task", "spheres", "--out",
+                                     str(tmp_path / "g"), *argv])
+        args.run(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err
+
+
+def test_run_grid_over_tolerances(tmp_path):
+    res = run_grid("xor", "fehlberg2", tolerances=[1e-2, 1e-1], seeds=[0], iterations=5,
+                   train_options={"n_train": 64, "n_test": 64, "batch_size": 32}, log=None)
+    assert res.kind == "tolerance" and res.config["values"] == [1e-1, 1e-2]  # loose first
+    assert res.out is None and not any(tmp_path.iterdir())
+    for r in res.runs:
+        methods = [x["method"] for x in r["rows"]]
+        assert methods == ["fehlberg2"] * 3 + ["dopri5"] * 3
+        assert r["nfe_forward_per_iter"] > 0 and r["nfe_backward_per_iter"] == 0
+    assert [s["value"] for s in res.summary] == [1e-1, 1e-2]
+    valid = [res.critical["0.1"]["valid"][k] for k in ("1e-01", "1e-02")]
+    assert res.critical["0.1"]["critical"] == critical_tolerance([1e-1, 1e-2], valid)
+    assert "| tol |" in res.table()
+    with pytest.raises(ValueError, match="steps: apply to fixed-step"):
+        run_grid("xor", "dopri5", steps=[2])
+    with pytest.raises(ValueError, match="train_options"):
+        run_grid("xor", "euler", steps=[2], train_options={"seed": 1})
+
+
+# =========================================================================== crossing field
+# (appendix A, eq. 6) and resuming a run with step / tolerance adaptation
+
+
+def _crossing_euler(z0, h, span=2.0):
+    from hyperode import odeint
+    from hyperode.adapt import CrossingField
+
+    t = torch.linspace(0.0, span, round(span / h) + 1, dtype=torch.float64)
+    return odeint(CrossingField(), z0, t, method="euler", options=dict(step_size=h))
+
+
+@pytest.mark.parametrize("x, v", [
+    (0.0, (1.0, 0.0)), (1.0, (1.0, 0.0)),          # outside (1, 2]; x = 1 is outside
+    (1.1, (0.8, 0.2)), (1.25, (0.5, 0.5)),         # (1, 1.25]: (1 - 2(x-1), 2(x-1))
+    (1.5, (0.5, 0.5)), (1.75, (0.5, 0.5)),         # (1.25, 1.75]: (0.5, 0.5)
+    (1.8, (0.6, 0.4)), (2.0, (1.0, 0.0)),          # (1.75, 2]: (0.5 + 2u, 0.5 - 2u)
+    (2.5, (1.0, 0.0)),
+])
+def test_crossing_field_values_on_each_piece(x, v):
+    from hyperode.adapt import CrossingField
+
+    f = CrossingField()
+    z = torch.tensor([[x, 0.1], [x, 2.0]], dtype=torch.float64)
+    expected = torch.tensor(v, dtype=torch.float64)
+    assert torch.allclose(f(0.0, z), z[:, 1:] * expected, atol=1e-12)   # f = y * v(x)
+    # v is continuous: no jump at the breakpoints
+    eps = torch.tensor([x - 1e-9, x + 1e-9], dtype=torch.float64)
+    assert torch.allclose(f.direction(eps), expected.expand(2, 2), atol=1e-7)
+
+
+def test_crossing_field_rejects_bad_input():
+    from hyperode.adapt import CrossingField
+
+    f = CrossingField()
+    with pytest.raises(ValueError, match=r"z must be a \[\.\.\., 2\]"):
+        f(0.0, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match=r"y_min must be .* >= 0\.1"):
+        f.initial_states(y_min=0.05)
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
+        f.initial_states(0)
+    with pytest.raises(ValueError, match="x0 must be"):
+        f.initial_states(x0=-1.0)
+
+
+def test_crossing_field_euler_crosses_at_half_only():
+    """Fig. 7: from x0 = 0 (y0 = 0.1..1), Euler at h = 1 does not cross, at h = 1/2 it
+    does, at h = 2^-5 it no longer does; the IVPs from x0 = 1.4 (text) or 1.5 (caption)
+    make h = 1 cross too."""
+    from hyperode.adapt import CrossingField
+
+    blue = CrossingField.initial_states()
+    assert [find_crossings(_crossing_euler(blue, h)).crossed
+            for h in (1.0, 0.5, 2.0 ** -5)] == [False, True, False]
+    for x0 in (1.4, 1.5):
+        both = torch.cat([blue, CrossingField.initial_states(4, x0=x0)])
+        assert find_crossings(_crossing_euler(both, 1.0)).crossed
+
+
+def test_crossing_field_exact_solution_never_crosses():
+    from hyperode import odeint
+    from hyperode.adapt import CrossingField
+
+    f = CrossingField()
+    z0 = torch.cat([f.initial_states(), f.initial_states(4, x0=1.4)])
+    t = torch.linspace(0.0, 2.0, 81, dtype=torch.float64)
+    sol = odeint(f, z0, t, method="dopri5", rtol=1e-10, atol=1e-10)
+    assert not find_crossings(sol).crossed
+    for i in range(z0.shape[0]):  # on the closed-form phase curve y = y0 + G(x) - G(x0)
+        exact = f.phase_curve(sol[:, i, 0], float(z0[i, 0]), float(z0[i, 1]))
+        assert torch.allclose(sol[:, i, 1], exact, atol=1e-6)
+    assert float(f.rise(torch.tensor(3.0))) == pytest.approx(math.log(2.0))
+
+
+def _interrupt_at(at: int):
+    from hyperode.experiments import Callback
+
+    class Interrupt(Callback):
+        """Ctrl-C at the end of iteration ``at``, after the checkpoint of an earlier one."""
+
+        def on_iteration_end(self, state):
+            if state.iteration == at:
+                raise KeyboardInterrupt
+
+    return Interrupt()
+
+
+def _adaptation(kind: str, **changes):
+    if kind == "step":
+        return StepAdaptation(**{"every": 3, **changes})
+    return ToleranceAdaptation(**{"every": 3, "initial_tol": 0.3, **changes})
+
+
+@pytest.mark.parametrize("kind", ["step", "tolerance"])
+def test_resume_with_adaptation_is_bit_for_bit(tmp_path, kind):
+    """Interrupted at iteration 13 (last checkpoint 10) and resumed: weights, the
+    metrics (solver per iteration, adapt_* figures) and the adaptation history equal
+    an uninterrupted run's."""
+    from hyperode.experiments.train import strip_timing
+
+    solver = {} if kind == "step" else dict(method="dopri5", num_steps=None)
+    cfg = dict(iterations=20, checkpoint_every=10, **solver)
+    ref_cb = _adaptation(kind)
+    ref = train(tiny(tmp_path / "ref", **cfg), callbacks=[ref_cb])
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path / "cut", **cfg), callbacks=[_adaptation(kind), _interrupt_at(13)])
+    cb = _adaptation(kind)
+    resumed = train(tiny(tmp_path / "cut", resume=True, **cfg), callbacks=[cb])
+    assert resumed.results["resumed_from"] == 10
+    a, b = ref.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ref_records = [strip_timing(r) for r in read_metrics(tmp_path / "ref" / runs.METRICS_FILE)]
+    res_records = [strip_timing(r) for r in read_metrics(tmp_path / "cut" / runs.METRICS_FILE)]
+    assert res_records == ref_records
+    assert cb.history == ref_cb.history and cb.state_dict() == ref_cb.state_dict()
+    assert [h["iteration"] for h in cb.history] == [3, 6, 9, 12, 15, 18]
+    key = "adapt_step" if kind == "step" else "adapt_tol"
+    values = [h[key] for h in cb.history]
+    assert len(set(values)) > 1                            # the solver did adapt
+    if kind == "step":  # both directions (XOR under dopri5 only ever grows its tolerance)
+        assert {"halve", "grow"} <= {h["adapt_action"] for h in cb.history}
+    # the first resumed iteration (11) trains with what check 9 decided before the cut
+    at_9 = cb.history[2][key]
+    assert res_records[10]["solver"] == (f"euler, h={at_9:g}" if kind == "step" else
+                                         f"dopri5, rtol={at_9:.0e}, atol={at_9:.0e}")
+    assert resumed.results["final"] == ref.results["final"]
+
+
+def test_resume_with_other_adaptation_settings_is_refused(tmp_path):
+    from hyperode.experiments import ConfigError
+
+    out = tmp_path / "run"
+    train(tiny(out, iterations=10), callbacks=[StepAdaptation(every=3)])
+    with pytest.raises(ConfigError, match="every: is 5 but the run being resumed adapted "
+                                          "with every=3"):
+        train(tiny(out, iterations=10, resume=True), callbacks=[StepAdaptation(every=5)])

@@ -13,6 +13,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from hyperode.experiments.plots import is_png
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -110,3 +112,20 @@ def test_tracking_unfitted_hypereuler_is_euler():
     assert hyper_row["mesh_error"] == euler["mesh_error"]
     assert hyper_row["terminal_error"] == euler["terminal_error"]
     assert hyper_row["nfe"] == euler["nfe"] == 7 and hyper_row["nfe_g"] == 7
+
+
+def test_odeness_illustrations_script_writes_its_outputs(tmp_path):
+    module = load_script("odeness_illustrations")
+    res = module.main(["--quick", "--out", str(tmp_path)])
+    for name in ("odeness_fan.png", "odeness_crossing.png"):
+        assert is_png(tmp_path / name)
+    saved = json.loads((tmp_path / "odeness_illustrations.json").read_text())
+    assert saved["fan"]["params"]["alpha"] == module.FAN["alpha"]
+    by_h = {e["h"]: e["blue_crossed"] for e in saved["crossing"]["euler"]}
+    assert by_h == {1.0: False, 0.5: True, 2.0 ** -5: False}
+    assert not saved["crossing"]["exact"]["crossed"]
+    assert all(t["met"] for t in res["crossing"]["targets"])
+    fan = saved["fan"]
+    assert fan["h_coarse"]["separable"] and not fan["h_fine"]["separable"]
+    md = (tmp_path / "odeness_illustrations.md").read_text()
+    assert "Command:" in md and "**met**" in md and "α = 14" in md

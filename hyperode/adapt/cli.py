@@ -1,4 +1,4 @@
-"""``hyperode odeness`` and ``hyperode adapt`` (Ott et al., ICLR 2021).
+"""``hyperode odeness``, ``hyperode adapt`` and ``hyperode grid`` (Ott et al., ICLR 2021).
 
 Hook into ``hyperode/cli.py``'s ``build_parser`` with
 ``from .adapt.cli import add_parsers; add_parsers(sub)``.
@@ -8,6 +8,9 @@ Hook into ``hyperode/cli.py``'s ``build_parser`` with
 - ``hyperode adapt --task spheres --method euler --adapt step [train options]``:
   train with step adaptation (fixed-step methods) or ``--adapt tolerance`` (adaptive
   methods); every ``hyperode train`` option applies.
+- ``hyperode grid --task spheres --solver euler --steps 1,2,4,8 --seeds 0,1``: train
+  at every step count (or ``--tolerances`` for fehlberg2/dopri5) and seed, report each
+  model's solver independence and the critical step count / tolerance.
 """
 
 from __future__ import annotations
@@ -87,6 +90,100 @@ def _adapt(args: argparse.Namespace) -> int:
     return 130 if result.results.get("status") == "interrupted" else 0
 
 
+GRID_EPILOG = """\
+examples:
+  hyperode grid --task spheres --solver euler --steps 1,2,4,8,16,32 --seeds 0,1,2
+  hyperode grid --task spheres --solver rk4 --steps 1,2,4,8 --iterations 1500
+  hyperode grid --task spheres --solver dopri5 --tolerances 1e-1,1e-2,1e-3,1e-4
+  hyperode grid --task digits --solver euler --steps 1,2,4,8,16 --seeds 0,1 \\
+      --iterations 400 --out runs/grid-digits
+
+Fixed-step solvers are tested with themselves and every more accurate one of euler,
+midpoint, rk4 at the training step times 0.5, 0.75, 1, 1.5, 2; fehlberg2 with
+fehlberg2 and dopri5, dopri5 with dopri5, at the tolerance times 0.1, 1, 10. A
+setting is valid when no more accurate test solver loses more than --threshold test
+accuracy, for every seed. The folder (--out) gets config.json, results.json (every
+run's figures), grid.md (the table, also printed) and grid.png.
+"""
+
+#: run_grid's argument names (the text before ": " of its errors) -> flags.
+_GRID_FLAGS = {"steps": "--steps", "tolerances": "--tolerances", "seeds": "--seeds",
+               "threshold": "--threshold", "out": "--out", "method": "--solver",
+               "task": "--task"}
+
+
+def _distinct(kind: str, parse):  # -> Callable[[str], list]
+    """A comma-separated list of distinct values, each checked by ``parse``."""
+    def parse_list(text: str) -> list:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"needs at least one {kind}, got {text!r}")
+        values = [parse(p) for p in parts]
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{kind}s must be distinct, got {text!r}")
+        return values
+    return parse_list
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be integers >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be integers >= 0, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be numbers in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be numbers in (0, 1), got {text!r}")
+    return value
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from .. import cli as main_cli
+    from ..experiments import ConfigError
+    from ..experiments.runs import default_run_dir
+    from .grid import ADAPTIVE_METHODS, FIXED_METHODS, run_grid
+
+    parser: argparse.ArgumentParser = args.parser
+    if args.steps is not None and args.solver in ADAPTIVE_METHODS:
+        parser.error(f"argument --steps: applies to fixed-step solvers "
+                     f"({', '.join(FIXED_METHODS)}); --solver {args.solver} takes --tolerances")
+    if args.tolerances is not None and args.solver in FIXED_METHODS:
+        parser.error(f"argument --tolerances: applies to adaptive solvers "
+                     f"({', '.join(ADAPTIVE_METHODS)}); --solver {args.solver} takes --steps")
+    options = {name: getattr(args, name) for name in
+               ("dim", "model", "data_dir", "n_train", "n_test", "batch_size", "lr", "device",
+                "threads") if getattr(args, name) is not None}
+    out = args.out or str(default_run_dir(f"grid-{args.task}-{args.solver}"))
+    try:
+        result = run_grid(args.task, args.solver, steps=args.steps, tolerances=args.tolerances,
+                          seeds=args.seeds, iterations=args.iterations,
+                          threshold=args.threshold, train_options=options, out=out,
+                          keep_runs=args.keep_runs, log=None if args.quiet else print)
+    except ConfigError as e:
+        flags = {**main_cli._FLAGS, "method": "--solver"}
+        parser.error(f"argument {flags.get(e.field, '--' + e.field)}: {e.detail}")
+    except FileNotFoundError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        name, _, detail = str(e).partition(": ")
+        if name not in _GRID_FLAGS:  # not an argument's fault: report it as it is
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
+            return 1
+        parser.error(f"argument {_GRID_FLAGS[name]}: {detail}")
+    print(result.table())
+    print(f"wrote {out}/results.json, grid.md, grid.png")
+    return 0
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -164,3 +261,56 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--initial-tol", type=_above(0.0), default=1e-6, metavar="TOL",
                    help="starting tolerance of tolerance adaptation (default 1e-6)")
     a.set_defaults(run=_adapt, parser=a)
+
+    _add_grid_parser(subparsers)
+
+
+def _add_grid_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..experiments.config import DEVICES
+    from ..experiments.tasks import CLASSIFICATION, PRESETS
+    from .grid import ADAPTIVE_METHODS, FIXED_METHODS
+
+    tasks = [name for name, preset in PRESETS.items() if preset.kind == CLASSIFICATION]
+    g = subparsers.add_parser(
+        "grid", help="grid search over training steps or tolerances (Ott et al., Fig. 4)",
+        usage="hyperode grid --task TASK --solver SOLVER [--steps N1,N2,... | "
+              "--tolerances T1,T2,...] [options]",
+        description="Train a classification task once per training solver setting and "
+                    "seed, evaluate every model with its training solver and more accurate "
+                    "test solvers, and report the critical step count (smallest count from "
+                    "which every larger one is valid) or critical tolerance (largest "
+                    "tolerance from which every tighter one is valid).",
+        epilog=GRID_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("--task", required=True, choices=tasks, help="what to train on")
+    g.add_argument("--solver", required=True, choices=FIXED_METHODS + ADAPTIVE_METHODS,
+                   help="training solver: euler, midpoint, rk4 (grid over --steps) or "
+                        "fehlberg2, dopri5 (grid over --tolerances)")
+    g.add_argument("--steps", type=_distinct("step count", positive_int_arg),
+                   metavar="N1,N2,...", help="step counts of a fixed-step solver (default "
+                                             "1,2,4,8,16,32,64)")
+    g.add_argument("--tolerances", type=_distinct("tolerance", _tolerance), metavar="T1,T2,...",
+                   help="rtol = atol of an adaptive solver (default 1e-1,1e-2,...,1e-5)")
+    g.add_argument("--seeds", type=_distinct("seed", _seed), default=[0], metavar="S1,S2,...",
+                   help="training seeds (default 0); validity needs every seed")
+    g.add_argument("--iterations", type=positive_int_arg, metavar="N",
+                   help="training iterations per run (default: the task's)")
+    g.add_argument("--threshold", type=_fraction, default=0.1,
+                   help="largest tolerated accuracy loss of a more accurate solver "
+                        "(default 0.1)")
+    g.add_argument("--out", metavar="DIR",
+                   help="results folder (default runs/grid-<task>-<solver>-<time>)")
+    t = g.add_argument_group("training (default: the task's)")
+    t.add_argument("--dim", type=positive_int_arg, help="dimension of the spheres task")
+    t.add_argument("--model", help="architecture variant of the task")
+    t.add_argument("--data-dir", metavar="DIR", help="folder of the MNIST / CIFAR-10 files")
+    t.add_argument("--n-train", type=positive_int_arg, metavar="N", help="training set size")
+    t.add_argument("--n-test", type=positive_int_arg, metavar="N", help="test set size")
+    t.add_argument("--batch-size", type=positive_int_arg, metavar="B")
+    t.add_argument("--lr", type=_above(0.0), help="initial learning rate")
+    t.add_argument("--device", choices=DEVICES, help="default: cuda when available")
+    t.add_argument("--threads", type=positive_int_arg, default=1, metavar="N",
+                   help="CPU threads (default 1)")
+    t.add_argument("--keep-runs", action="store_true",
+                   help="keep every training run folder under OUT/runs")
+    t.add_argument("--quiet", action="store_true", help="no line per finished run")
+    g.set_defaults(run=_grid, parser=g)

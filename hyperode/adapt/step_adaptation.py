@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..experiments.callbacks import TrainState
 from ..experiments.odes import neural_odes
@@ -150,8 +151,9 @@ class StepAdaptation(AdaptationLog):
             ``"config"`` (start from the configured solver's step) or a number.
         rtol, atol: weights of the starting-step norm (default: unweighted).
 
-    The adapted step is stored in ``state_dict`` and survives a resume; ``history``
-    holds one dict per check (the logged values).
+    The adapted step, the check NFE, ``history`` (one dict per check, the logged values)
+    and ``settings()`` are stored in ``state_dict``: a resumed run continues with them
+    (``hyperode.adapt.logged``).
     """
 
     value_key = "h"
@@ -178,6 +180,11 @@ class StepAdaptation(AdaptationLog):
         self.h: float | None = None
 
     # ------------------------------------------------------------------ helpers
+
+    def settings(self) -> dict[str, Any]:
+        return {"every": self.every, "threshold": self.threshold,
+                "max_steps": self.max_steps, "growth": self.growth, "factor": self.factor,
+                "test_method": self.test_method}
 
     def _train_solver(self, state: TrainState) -> SolverConfig:
         solver = state.solver

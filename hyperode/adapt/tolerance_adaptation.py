@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..experiments.callbacks import TrainState
 from ..experiments.odes import neural_odes
@@ -109,6 +110,9 @@ class ToleranceAdaptation(AdaptationLog):
         min_steps: the least accepted steps a grown tolerance must leave (2).
         max_tighten: how often the test tolerance may be divided by 10 again while the
             test solve takes no more NFE than the training solve (3; 0 disables).
+
+    The tolerance, the check NFE, ``history`` and ``settings()`` are stored in
+    ``state_dict``: a resumed run continues with them (``hyperode.adapt.logged``).
     """
 
     value_key = "tol"
@@ -129,6 +133,11 @@ class ToleranceAdaptation(AdaptationLog):
         self.every, self.initial_tol, self.max_tighten = every, initial_tol, max_tighten
         super().__init__()
         self.tol: float | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"every": self.every, "threshold": self.rule.threshold,
+                "growth": self.rule.growth, "shrink": self.rule.shrink,
+                "min_steps": self.rule.min_steps, "max_tighten": self.max_tighten}
 
     def _train_solver(self, state: TrainState) -> SolverConfig:
         solver = state.solver
