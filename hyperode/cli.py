@@ -66,21 +66,39 @@ _HYPER_FLAGS = {"model": "--model", "hyper": "--hyper", "base": "--base", "steps
                 "hyper_steps": "--hyper-steps", "results": "--results", "out": "--out"}
 
 
-def positive_int_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def int_arg(minimum: int):  # -> Callable[[str], int]
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got "
+                                             f"{text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
-def _int_list_arg(text: str) -> list[int]:
-    values = [positive_int_arg(part) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}")
-    return values
+positive_int_arg = int_arg(1)
+
+
+def list_arg(kind: str, parse, *, distinct: bool = True):  # -> Callable[[str], list]
+    """An argparse type: a non-empty comma-separated list of values, each checked by
+    ``parse`` and, with ``distinct``, all different (``kind`` names one value in the
+    messages)."""
+    def parse_list(text: str) -> list:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"needs at least one {kind}, got {text!r}")
+        values = [parse(p) for p in parts]
+        if distinct and len(set(values)) != len(values):
+            raise argparse.ArgumentTypeError(f"{kind}s must be distinct, got {text!r}")
+        return values
+    return parse_list
+
+
+_int_list_arg = list_arg("step count", positive_int_arg)
 
 
 def _hyper(args: argparse.Namespace) -> int:
@@ -130,7 +148,8 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--steps", type=_int_list_arg, default=[10], metavar="K[,K2,...]",
                      help="steps K of the mesh the residuals are fitted on (default 10); "
                           "several (e.g. 5,10,20) fit one g on every mesh")
-    fit.add_argument("--hidden", type=_int_list_arg, metavar="W1[,W2,...]",
+    fit.add_argument("--hidden", type=list_arg("width", positive_int_arg, distinct=False),
+                     metavar="W1[,W2,...]",
                      help="hidden widths of g (default: 16 channels for image states, "
                           "64,64 for vector states)")
     fit.add_argument("--kernel-size", type=positive_int_arg, default=3, metavar="K",

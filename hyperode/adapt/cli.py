@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import positive_int_arg
+from ..cli import int_arg, list_arg, positive_int_arg
 
 _ADAPT_FLAGS = {"every": "--adapt-every", "threshold": "--threshold",
                 "max_steps": "--max-steps", "factor": "--factor",
@@ -112,27 +112,6 @@ _GRID_FLAGS = {"steps": "--steps", "tolerances": "--tolerances", "seeds": "--see
                "task": "--task"}
 
 
-def _distinct(kind: str, parse):  # -> Callable[[str], list]
-    """A comma-separated list of distinct values, each checked by ``parse``."""
-    def parse_list(text: str) -> list:
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"needs at least one {kind}, got {text!r}")
-        values = [parse(p) for p in parts]
-        if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{kind}s must be distinct, got {text!r}")
-        return values
-    return parse_list
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be integers >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be integers >= 0, got {text!r}")
-    return value
 
 
 def _tolerance(text: str) -> float:
@@ -285,12 +264,12 @@ def _add_grid_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--solver", required=True, choices=FIXED_METHODS + ADAPTIVE_METHODS,
                    help="training solver: euler, midpoint, rk4 (grid over --steps) or "
                         "fehlberg2, dopri5 (grid over --tolerances)")
-    g.add_argument("--steps", type=_distinct("step count", positive_int_arg),
+    g.add_argument("--steps", type=list_arg("step count", positive_int_arg),
                    metavar="N1,N2,...", help="step counts of a fixed-step solver (default "
                                              "1,2,4,8,16,32,64)")
-    g.add_argument("--tolerances", type=_distinct("tolerance", _tolerance), metavar="T1,T2,...",
+    g.add_argument("--tolerances", type=list_arg("tolerance", _tolerance), metavar="T1,T2,...",
                    help="rtol = atol of an adaptive solver (default 1e-1,1e-2,...,1e-5)")
-    g.add_argument("--seeds", type=_distinct("seed", _seed), default=[0], metavar="S1,S2,...",
+    g.add_argument("--seeds", type=list_arg("seed", int_arg(0)), default=[0], metavar="S1,S2,...",
                    help="training seeds (default 0); validity needs every seed")
     g.add_argument("--iterations", type=positive_int_arg, metavar="N",
                    help="training iterations per run (default: the task's)")
