@@ -16,6 +16,7 @@ Hook into ``hyperode/cli.py``'s ``build_parser`` with
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..cli import int_arg, list_arg, positive_int_arg
@@ -114,14 +115,30 @@ _GRID_FLAGS = {"steps": "--steps", "tolerances": "--tolerances", "seeds": "--see
 
 
 
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be numbers in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be numbers in (0, 1), got {text!r}")
-    return value
+def _float_in(low: float, high: float = math.inf, *, include_low: bool = False):
+    """An argparse type: a finite number in ``(low, high)`` (``[low, high)`` with
+    ``include_low``)."""
+    span = f"{'[' if include_low else '('}{low:g}, {high:g})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number in {span}, got {text!r}") \
+                from None
+        above = value >= low if include_low else value > low
+        if not (above and value < high and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {span}, got {text!r}")
+        return value
+    return parse
+
+
+_tolerance = _float_in(0.0, 1.0)
+_fraction = _float_in(0.0, 1.0, include_low=True)
+
+
+def _above(limit: float):  # -> Callable[[str], float]
+    return _float_in(limit)
 
 
 def _grid(args: argparse.Namespace) -> int:
@@ -129,7 +146,6 @@ def _grid(args: argparse.Namespace) -> int:
     from ..experiments import ConfigError
     from ..experiments.runs import default_run_dir
     from .grid import ADAPTIVE_METHODS, FIXED_METHODS, run_grid
-
     parser: argparse.ArgumentParser = args.parser
     if args.steps is not None and args.solver in ADAPTIVE_METHODS:
         parser.error(f"argument --steps: applies to fixed-step solvers "
@@ -161,30 +177,6 @@ def _grid(args: argparse.Namespace) -> int:
     print(result.table())
     print(f"wrote {out}/results.json, grid.md, grid.png")
     return 0
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return value
-
-
-def _above(limit: float):  # -> Callable[[str], float]
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number > {limit:g}, got "
-                                             f"{text!r}") from None
-        if not value > limit or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number > {limit:g}, got "
-                                             f"{text!r}")
-        return value
-    return parse
 
 
 def _train_parser() -> argparse.ArgumentParser:
