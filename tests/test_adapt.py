@@ -287,6 +287,55 @@ def test_report_table_on_a_tiny_trained_model(trained_run, tmp_path):
     assert "Verdict" in rep.table() and rep.table().count("\n| ") == 15
 
 
+class _Exploding(torch.nn.Module):
+    """A classifier around z' = a z on [0, 1]: finite with Euler at one step (z (1 + a)),
+    overflowing float32 under a fine solve (z e^a, a = 200)."""
+
+    def __init__(self, a: float = 200.0):
+        super().__init__()
+        from hyperode.nn import Autonomous, NeuralODE
+
+        self.scale = torch.nn.Parameter(torch.tensor(a))
+        self.node = NeuralODE(Autonomous(_Scale(self.scale)),
+                              solver=SolverConfig(method="euler", num_steps=1))
+
+    def forward(self, x):
+        return self.node(x)
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, z):
+        return self.scale * z
+
+
+def test_report_reference_row_and_overflow_count_as_failures():
+    from hyperode.data.split import Split
+
+    x = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [2.0, 0.5], [0.1, 0.3]])
+    y = x.argmax(-1)
+    split = Split(x_train=x, y_train=y, x_test=x, y_test=y)
+    model = _Exploding()
+    train_solver = SolverConfig(method="euler", num_steps=1)
+    rep = solver_independence_report(model, split, train_solver,
+                                     reference=SolverConfig(method="rk4", num_steps=64))
+    assert rep.rows[0]["accuracy"] == 1.0 and rep.rows[0]["nonfinite"] == 0.0
+    ref = rep.rows[-1]
+    assert ref["is_reference"] and ref["more_accurate"] and not ref["is_train"]
+    # e^200 overflows float32: every prediction fails, none is counted as a class
+    assert ref["nonfinite"] == 1.0 and ref["accuracy"] == 0.0 and ref["changed"] == 1.0
+    assert "NonFiniteStateError" in ref["error"] and math.isnan(ref["nfe"])
+    assert not rep.is_ode and rep.max_gap == 1.0
+    assert "(reference)" in rep.table() and "non-finite" in rep.table()
+    saved = json.loads(json.dumps(rep.to_dict(), allow_nan=False))  # strict JSON
+    assert saved["rows"][-1]["nfe"] is None and saved["rows"][-1]["steps"] == 64
+    with pytest.raises(ValueError, match="reference"):
+        solver_independence_report(model, split, train_solver, reference="rk4:64")
+
+
 def test_report_solvers_for_adaptive_and_rk4():
     names = [(s.method_name, s.rtol) for s in
              candidate_solvers(SolverConfig(method="fehlberg2", rtol=1e-3, atol=1e-3))]
@@ -370,9 +419,14 @@ def test_cli_odeness_and_adapt(trained_run, tmp_path, capsys):
     out, _ = trained_run
     loaded = load_run(out)
     assert (loaded.solver.method_name, loaded.solver.num_steps) == ("euler", 2)
-    args = _parser().parse_args(["odeness", "--model", str(out), "--out", str(tmp_path / "o")])
+    args = _parser().parse_args(["odeness", "--model", str(out), "--out", str(tmp_path / "o"),
+                                 "--reference", "rk4:64"])
     assert args.run(args) == 0
-    assert "Verdict" in capsys.readouterr().out and is_png(tmp_path / "o" / "odeness.png")
+    printed = capsys.readouterr().out
+    assert "Verdict" in printed and "(reference)" in printed
+    assert is_png(tmp_path / "o" / "odeness.png")
+    saved = json.loads((tmp_path / "o" / "odeness.json").read_text())
+    assert saved["rows"][-1]["is_reference"] and saved["rows"][-1]["steps"] == 64
     args = _parser().parse_args(["adapt", "--task", "xor", "--method", "euler", "--adapt",
                                  "step", "--adapt-every", "2", "--iterations", "5",
                                  "--n-train", "64", "--n-test", "32", "--batch-size", "16",
@@ -390,6 +444,10 @@ def test_cli_odeness_and_adapt(trained_run, tmp_path, capsys):
     (["adapt", "--task", "xor", "--adapt", "step", "--adapt-every", "0"],
      "argument --adapt-every"),
     (["adapt", "--task", "xor", "--adapt", "step", "--threshold", "2"], "argument --threshold"),
+    (["odeness", "--model", "RUN", "--reference", "rk4"], "argument --reference"),
+    (["odeness", "--model", "RUN", "--reference", "nope:8"], "argument --reference"),
+    (["odeness", "--model", "RUN", "--reference", "rk4:0"], "argument --reference"),
+    (["odeness", "--model", "RUN", "--reference", "dopri5:5"], "argument --reference"),
 ])
 def test_cli_errors_name_the_argument(argv, flag, capsys):
     with pytest.raises(SystemExit) as e:

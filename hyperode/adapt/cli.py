@@ -39,7 +39,8 @@ def _odeness(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else run.run_dir / "odeness"
         report = solver_independence_report(run.model, run.split, run.solver,
                                             threshold=args.threshold, out_dir=out,
-                                            batch_size=args.batch_size)
+                                            batch_size=args.batch_size,
+                                            reference=args.reference)
     except ConfigError as e:
         parser.error(f"argument --{e.field.replace('_', '-')}: {e.detail}")
     except CheckpointError as e:
@@ -179,6 +180,25 @@ def _grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_solver(text: str):  # -> SolverConfig
+    """``METHOD:STEPS`` (a fixed-step method) or ``METHOD:TOL`` (an adaptive one)."""
+    from ..nn import SolverConfig
+    from ..solvers.methods import get_method
+
+    name, sep, value = text.partition(":")
+    if not sep or not value:
+        raise argparse.ArgumentTypeError(f"must be METHOD:STEPS or METHOD:TOL (e.g. rk4:256, "
+                                         f"dopri5:1e-7), got {text!r}")
+    try:
+        adaptive = get_method(name).adaptive
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if adaptive:
+        tol = _tolerance(value)
+        return SolverConfig(method=name, rtol=tol, atol=tol)
+    return SolverConfig(method=name, num_steps=positive_int_arg(value))
+
+
 def _train_parser() -> argparse.ArgumentParser:
     """The ``hyperode train`` parser, to copy its options."""
     from .. import cli as main_cli
@@ -204,6 +224,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=_fraction, default=0.1,
                    help="largest tolerated accuracy gap (default 0.1)")
     p.add_argument("--batch-size", type=positive_int_arg, default=1000, metavar="B")
+    p.add_argument("--reference", type=_reference_solver, metavar="METHOD:STEPS|METHOD:TOL",
+                   help="add a far more accurate solver to the verdict, e.g. rk4:256 (fixed "
+                        "steps) or dopri5:1e-7 (rtol = atol); the paper's test solvers are "
+                        "only a little more accurate than the training solver")
     p.add_argument("--device", choices=DEVICES, help="default cpu")
     p.set_defaults(run=_odeness, parser=p)
 
