@@ -270,6 +270,9 @@ def plot(data: dict[str, Any], path: Path) -> None:
                  style, marker="o", ms=3, label=m)
     ax1.set(xscale="log", yscale="log", xlabel="steps K", ylabel="rel L2 error vs dopri5 1e-7",
             title="error vs K (fitted: K=10, or 5/10/20)")
+    ticks = [k for k in data["eval_steps"] if k in (2, 4, 5, 8, 10, 16, 20, 32)]
+    ax1.set_xticks(ticks, [str(k) for k in ticks])
+    ax1.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax2.set(xscale="log", yscale="log", xlabel="MACs per sample (M, f + g)",
             ylabel="terminal MAPE", title="error vs MACs")
     for ax in (ax1, ax2):
