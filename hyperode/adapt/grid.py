@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..nn import SolverConfig
-from .report import STEP_FACTORS, TOL_FACTORS, solver_independence_report
+from .report import METHOD_COLOURS, STEP_FACTORS, TOL_FACTORS, solver_independence_report
 
 FIXED_METHODS: tuple[str, ...] = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS: tuple[str, ...] = ("fehlberg2", "dopri5")
@@ -504,8 +504,6 @@ def grid_table(result: GridResult) -> str:
 
 
 _MARKERS = {"euler": "o", "midpoint": "x", "rk4": "^", "fehlberg2": "o", "dopri5": "x"}
-_COLOURS = {"euler": "tab:blue", "midpoint": "tab:orange", "rk4": "tab:green",
-            "fehlberg2": "tab:purple", "dopri5": "tab:red"}
 
 
 def plot_grid(result: GridResult, path: str | Path, *, title: str | None = None,
@@ -538,7 +536,7 @@ def plot_grid(result: GridResult, path: str | Path, *, title: str | None = None,
             x = x0 * jitter if kind == "steps" else x0 / jitter
             label = f"test: {m}" + (" (training method)" if same else "")
             ax.plot([x], [row["accuracy"]], _MARKERS.get(m, "s"),
-                    color=_COLOURS.get(m, "tab:gray"), alpha=0.9 if same else 0.3,
+                    color=METHOD_COLOURS.get(m, "tab:gray"), alpha=0.9 if same else 0.3,
                     ms=4 if not row["is_train"] else 6, mfc="none" if not same else None,
                     label=None if label in seen else label)
             seen.add(label)

@@ -54,6 +54,9 @@ from .test_solver import method_order, step_of
 STEP_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
 TOL_FACTORS: tuple[float, ...] = (0.1, 1.0, 10.0)
 _FIXED_FAMILY = ("euler", "midpoint", "rk4")
+#: One colour per method in every ODE-ness plot (report and grid).
+METHOD_COLOURS = {"euler": "tab:blue", "midpoint": "tab:orange", "rk4": "tab:green",
+                  "fehlberg2": "tab:purple", "dopri5": "tab:red"}
 
 
 @dataclass
@@ -299,15 +302,13 @@ def plot_odeness(rows: list[dict[str, Any]], path: str | Path, *, title: str = "
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"euler": "tab:blue", "midpoint": "tab:orange", "rk4": "tab:green",
-               "fehlberg2": "tab:purple", "dopri5": "tab:red"}
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         pts = sorted((r["steps"], r["accuracy"], r["same_method"]) for r in rows
                      if r["method"] == method)
         same = pts[0][2]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-",
-                color=colours.get(method, "tab:gray"), alpha=1.0 if same else 0.35,
+                color=METHOD_COLOURS.get(method, "tab:gray"), alpha=1.0 if same else 0.35,
                 label=method + (" (train)" if same else ""))
     train = [r for r in rows if r["is_train"]]
     if train:
