@@ -37,19 +37,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .odeint import (
-    Solution,
-    _check_options,
-    _check_t,
-    _check_y0,
-    _tolerances,
-    solve,
-)
-from .solvers.methods import get_method
+from .odeint import Solution, check_t, check_y0, solve
+from .solvers.config import GRID_OPTIONS, SolvePlan, resolve
 from .solvers.norms import mixed_norm, rms_norm
-from .solvers.problem import State, StateLayout
+from .solvers.problem import CALLBACK_NAMES, State, StateLayout
 from .solvers.stats import SolverStats
-from .solvers.tableau import ButcherTableau
 
 ADJOINT_NORMS = ("default", "seminorm", "state_seminorm")
 
@@ -69,24 +61,28 @@ def odeint_adjoint(
     *,
     rtol: float | Tensor = 1e-7,
     atol: float | Tensor = 1e-9,
-    method: str | ButcherTableau = "dopri5",
+    method: Any = None,
     options: dict[str, Any] | None = None,
+    event_fn: Callable[[Tensor, State], Tensor] | None = None,
     adjoint_rtol: float | Tensor | None = None,
     adjoint_atol: float | Tensor | None = None,
-    adjoint_method: str | ButcherTableau | None = None,
+    adjoint_method: Any = None,
     adjoint_options: dict[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
-) -> State:
+    event_per_sample: bool = False,
+) -> State | tuple[Tensor, State]:
     """``odeint`` with gradients by the adjoint method; torchdiffeq's signature.
 
-    Returns ``[len(t), *y0.shape]`` (a tuple for a tuple ``y0``). See
-    ``solve_adjoint`` for the arguments.
+    Returns ``[len(t), *y0.shape]`` (a tuple for a tuple ``y0``); with ``event_fn``
+    ``(event_t, solution)`` as ``odeint`` does. See ``solve_adjoint`` for the arguments.
     """
-    return solve_adjoint(
-        func, y0, t, rtol=rtol, atol=atol, method=method, options=options,
+    sol = solve_adjoint(
+        func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
         adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
         adjoint_options=adjoint_options, adjoint_params=adjoint_params,
-    ).ys
+        event_per_sample=event_per_sample,
+    )
+    return sol.ys if event_fn is None else (sol.event_t, sol.ys)
 
 
 def solve_adjoint(
@@ -96,63 +92,79 @@ def solve_adjoint(
     *,
     rtol: float | Tensor = 1e-7,
     atol: float | Tensor = 1e-9,
-    method: str | ButcherTableau = "dopri5",
+    method: Any = None,
     options: dict[str, Any] | None = None,
+    event_fn: Callable[[Tensor, State], Tensor] | None = None,
     adjoint_rtol: float | Tensor | None = None,
     adjoint_atol: float | Tensor | None = None,
-    adjoint_method: str | ButcherTableau | None = None,
+    adjoint_method: Any = None,
     adjoint_options: dict[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
+    event_per_sample: bool = False,
 ) -> AdjointSolution:
     """Solve forward without a graph; gradients come from the backward adjoint solve.
 
     Args:
-        func, y0, t, rtol, atol, method, options: as for ``hyperode.solve``.
+        func, y0, t, rtol, atol, method, options, event_fn, event_per_sample: as for
+            ``hyperode.solve``. With ``event_fn`` the forward solve finds the event and
+            the backward solve runs from the event time.
         adjoint_rtol, adjoint_atol, adjoint_method: for the backward solve; default to
             the forward ones.
         adjoint_options: options of the backward solve; default to the forward
             options (without ``norm``) when the method is the same, else none. Its
-            ``norm`` is one of ``ADJOINT_NORMS`` or a callable (module docstring).
-        adjoint_params: the tensors to compute gradients for; default
-            ``func.parameters()`` (then ``func`` must be an ``nn.Module``).
+            ``norm`` is one of ``ADJOINT_NORMS`` or a callable, which receives
+            torchdiffeq's tuple ``(a_t, *y, *a_y, *a_theta)``: the time adjoint (0-dim,
+            zero when ``t`` needs no gradient), the state's and its adjoint's members in
+            the user's shapes, and one adjoint per parameter.
+        adjoint_params: a sequence of the tensors to compute gradients for; default
+            ``func.parameters()`` (then ``func`` must be an ``nn.Module``). Those not
+            requiring grad are left out.
+
+    Step callbacks ``callback_step_adjoint``, ``callback_accept_step_adjoint`` and
+    ``callback_reject_step_adjoint`` set on ``func`` are called by the backward solve.
     """
     params = _adjoint_params(func, adjoint_params)
-    _check_y0(y0)
+    check_y0(y0)
     layout = StateLayout(y0)
-    t_tensor, _ = _check_t(t)
-    tableau = get_method(method)
-    for name, m in (("method", tableau), ("adjoint_method", adjoint_method)):
-        if m is not None and not isinstance(get_method(m), ButcherTableau):
-            raise ValueError(
-                f"{name}={get_method(m).name!r} is not a Butcher tableau: the adjoint method "
-                f"differentiates the exact ODE solution, not a learned solver's steps (a "
-                f"hypersolver's g would get no gradient and would be handed the adjoint "
-                f"state); backpropagate through the solver instead (hyperode.solve, "
-                f"NeuralODE(..., sensitivity='autograd'))"
-            )
-    _check_options(options, tableau)
-    _tolerances(rtol, atol, layout)
+    if layout.dtype.is_complex:
+        raise ValueError(f"y0 is complex ({layout.dtype}); odeint_adjoint integrates real "
+                         f"states only: use hyperode.odeint (backpropagation through the "
+                         f"solver) or split y0 into real and imaginary parts")
+    t_tensor, _ = check_t(t)
+    plan = resolve(method, options, rtol, atol, layout, func=func)
+    _check_differentiable("method", plan)
     for p in params:
         if p.dtype != layout.dtype or p.device != layout.device:
             raise ValueError(f"adjoint_params must share y0's dtype and device "
                              f"({layout.dtype} on {layout.device}); got a parameter of "
                              f"{p.dtype} on {p.device}")
     backward = _BackwardConfig.build(
-        layout=layout, method=method, options=options, rtol=rtol, atol=atol,
-        adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+        func=func, layout=layout, params=params, method=method, options=options,
+        rtol=rtol, atol=atol, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
         adjoint_method=adjoint_method, adjoint_options=adjoint_options,
-        t_grad=t_tensor.requires_grad,
+        t_grad=t_tensor.requires_grad, forward_plan=plan,
     )
-    forward_kwargs = dict(rtol=rtol, atol=atol, method=method, options=options)
-    result = _Forward()
-    ys_flat = _AdjointFunction.apply(func, layout, forward_kwargs, backward, result,
-                                     t_tensor, layout.flatten(y0), *params)
-    return AdjointSolution(ts=t if isinstance(t, Tensor) else t_tensor,
-                           ys=layout.unflatten(ys_flat), stats=result.stats,
-                           backward_stats=backward.stats)
+    forward = _Forward(plan=plan, event_fn=event_fn, event_per_sample=event_per_sample)
+    ys_flat = _AdjointFunction.apply(func, layout, forward, backward, t_tensor,
+                                     layout.flatten(y0), *params)
+    return AdjointSolution(ts=forward.ts if event_fn is not None else
+                           (t if isinstance(t, Tensor) else t_tensor),
+                           ys=layout.unflatten(ys_flat), stats=forward.stats,
+                           event_t=forward.event_t, backward_stats=backward.stats)
 
 
-def _adjoint_params(func: Any, adjoint_params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
+def _check_differentiable(name: str, plan: SolvePlan) -> None:
+    method = plan.method
+    if getattr(method, "corrections_per_step", 0) or getattr(method, "g", None) is not None:
+        raise ValueError(
+            f"{name}={method.name!r} is a learned solver: the adjoint method differentiates "
+            f"the exact ODE solution, not a learned solver's steps (a hypersolver's g would "
+            f"get no gradient and would be handed the adjoint state); backpropagate through "
+            f"the solver instead (hyperode.solve, NeuralODE(..., sensitivity='autograd'))"
+        )
+
+
+def _adjoint_params(func: Any, adjoint_params: Any) -> tuple[Tensor, ...]:
     if adjoint_params is None:
         if not isinstance(func, nn.Module):
             raise ValueError(
@@ -161,7 +173,17 @@ def _adjoint_params(func: Any, adjoint_params: Sequence[Tensor] | None) -> tuple
                 f"(or adjoint_params=() for none)"
             )
         adjoint_params = tuple(func.parameters())
-    params = tuple(adjoint_params)
+    if isinstance(adjoint_params, Tensor):
+        raise ValueError(
+            f"adjoint_params must be a sequence of tensors, got one tensor of shape "
+            f"{tuple(adjoint_params.shape)} (iterating it would give its rows, whose "
+            f"gradients never reach it): pass adjoint_params=(tensor,)")
+    try:
+        params = tuple(adjoint_params)
+    except TypeError:
+        raise ValueError(f"adjoint_params must be a sequence of tensors (e.g. "
+                         f"tuple(model.parameters()) or ()), got "
+                         f"{type(adjoint_params).__name__}") from None
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise ValueError(f"adjoint_params[{i}] must be a tensor, got {type(p).__name__}")
@@ -170,7 +192,12 @@ def _adjoint_params(func: Any, adjoint_params: Sequence[Tensor] | None) -> tuple
 
 @dataclass
 class _Forward:
+    plan: SolvePlan
+    event_fn: Callable | None = None
+    event_per_sample: bool = False
     stats: SolverStats = field(default_factory=SolverStats)
+    ts: Tensor | None = None
+    event_t: Tensor | None = None
 
 
 @dataclass
@@ -180,20 +207,21 @@ class _BackwardConfig:
 
     rtol: Any
     atol: Any
-    method: str | ButcherTableau
+    method: Any
     options: dict[str, Any]
     norm_kind: str | Callable
     forward_norm: Callable
     t_grad: bool
     stats: SolverStats
+    callbacks: dict[str, Callable]
 
     @classmethod
-    def build(cls, *, layout: StateLayout, method: Any, options: dict | None, rtol: Any,
-              atol: Any, adjoint_rtol: Any, adjoint_atol: Any, adjoint_method: Any,
-              adjoint_options: dict | None, t_grad: bool) -> _BackwardConfig:
+    def build(cls, *, func: Any, layout: StateLayout, params: tuple[Tensor, ...], method: Any,
+              options: dict | None, rtol: Any, atol: Any, adjoint_rtol: Any, adjoint_atol: Any,
+              adjoint_method: Any, adjoint_options: dict | None, t_grad: bool,
+              forward_plan: SolvePlan) -> _BackwardConfig:
         same_method = adjoint_method is None or adjoint_method == method
         adjoint_method = method if adjoint_method is None else adjoint_method
-        adjoint_tableau = get_method(adjoint_method)
         if adjoint_options is None:
             adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"} \
                 if same_method else {}
@@ -208,39 +236,50 @@ class _BackwardConfig:
         if not isinstance(norm_kind, str) and not callable(norm_kind):
             raise ValueError(f"adjoint_options['norm'] must be a name or a callable, "
                              f"got {norm_kind!r}")
-        if not adjoint_tableau.adaptive and not any(
-                k in opts for k in ("step_size", "num_steps", "grid_points")):
-            raise ValueError(
-                f"adjoint_method {adjoint_tableau.name!r} is fixed-step: give "
-                f"adjoint_options=dict(step_size=...) or num_steps/grid_points"
-            )
-        is_fixed = not adjoint_tableau.adaptive or any(
-            k in opts for k in ("step_size", "num_steps", "grid_points"))
-        if is_fixed and norm_kind != "default":
-            raise ValueError(f"adjoint_options['norm'] = {norm_kind!r} has no effect on a "
-                             f"fixed-grid backward solve ({adjoint_tableau.name}); drop it")
-        _check_options(opts, adjoint_tableau)  # raises on anything else that makes no sense
         adjoint_rtol = rtol if adjoint_rtol is None else adjoint_rtol
         adjoint_atol = atol if adjoint_atol is None else adjoint_atol
         for name, value in (("adjoint_rtol", adjoint_rtol), ("adjoint_atol", adjoint_atol)):
+            if isinstance(value, Tensor) and value.numel() == 1:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(
                     f"{name} must be a float for the backward solve (whose state also holds "
                     f"the parameter adjoints), got {type(value).__name__}; pass adjoint_rtol="
                     f"/adjoint_atol= explicitly when rtol/atol are tensors")
-        _tolerances(adjoint_rtol, adjoint_atol, layout)
+        # Validate against the backward state's layout: (y, a_y, [a_t,] *a_theta).
+        probe = torch.zeros(sum(layout.numels), dtype=layout.dtype, device=layout.device)
+        scalar = torch.zeros((), dtype=layout.dtype, device=layout.device)
+        back_layout = StateLayout((probe, probe, *([scalar] if t_grad else []), *params))
+        back_plan = _resolve_named("adjoint", adjoint_method, opts, adjoint_rtol, adjoint_atol,
+                                   back_layout)
+        _check_differentiable("adjoint_method", back_plan)
+        if back_plan.kind != "adaptive" and norm_kind != "default":
+            raise ValueError(f"adjoint_options['norm'] = {norm_kind!r} has no effect on a "
+                             f"{back_plan.kind}-grid backward solve ({back_plan.method.name}); "
+                             f"drop it")
         record = bool(opts.get("record_steps"))
         stats = SolverStats(accepted_ts=[] if record else None,
                             rejected_ts=[] if record else None)
         forward_norm = (options or {}).get("norm", mixed_norm)
+        callbacks = {name: getattr(func, name + "_adjoint") for name in CALLBACK_NAMES
+                     if callable(getattr(func, name + "_adjoint", None))}
         return cls(rtol=adjoint_rtol, atol=adjoint_atol, method=adjoint_method, options=opts,
-                   norm_kind=norm_kind, forward_norm=forward_norm, t_grad=t_grad, stats=stats)
+                   norm_kind=norm_kind, forward_norm=forward_norm, t_grad=t_grad, stats=stats,
+                   callbacks=callbacks)
 
-    def norm(self, layout: StateLayout) -> Callable | None:
+    def norm(self, layout: StateLayout) -> Callable:
         """The error norm of the backward state ``(y, a_y, [a_t,] *a_theta)``."""
         kind, forward_norm, t_grad = self.norm_kind, self.forward_norm, self.t_grad
-        if callable(kind):
-            return kind
+        if callable(kind):  # torchdiffeq's layout: (a_t, *y, *a_y, *a_theta)
+            def user_norm(x: tuple[Tensor, ...]) -> Tensor:
+                a_t = x[2] if t_grad else torch.zeros((), dtype=x[0].dtype, device=x[0].device)
+                rest = x[3:] if t_grad else x[2:]
+                y, a_y = layout.unflatten(x[0]), layout.unflatten(x[1])
+                if not layout.is_tuple:
+                    y, a_y = (y,), (a_y,)
+                return kind((a_t, *y, *a_y, *rest))
+
+            return user_norm
 
         def norm(x: tuple[Tensor, ...]) -> Tensor:
             parts = [forward_norm(layout.unflatten(x[0])), forward_norm(layout.unflatten(x[1]))]
@@ -251,44 +290,67 @@ class _BackwardConfig:
                 rest = rest[1:]
             if kind == "default":
                 parts.extend(rms_norm(p) for p in rest)
-            return torch.stack(parts).max()
+            return torch.stack([torch.as_tensor(p, dtype=x[0].dtype, device=x[0].device)
+                                for p in parts]).max()
 
         return norm
 
-    def solve_options(self, layout: StateLayout, t_from: float, t_to: float) -> dict[str, Any]:
+    def solve_options(self, layout: StateLayout) -> dict[str, Any]:
         opts = dict(self.options)
-        if "grid_points" in opts:  # the user's grid runs forward; the backward solve reverses
-            grid = [float(x) for x in torch.as_tensor(opts["grid_points"]).tolist()]
-            ascending = grid[-1] > grid[0]
-            if ascending != (t_to > t_from):
-                grid = grid[::-1]
-            opts["grid_points"] = grid
-        norm = self.norm(layout)
-        if norm is not None and not any(k in opts for k in ("step_size", "num_steps",
-                                                           "grid_points")) \
-                and get_method(self.method).adaptive:
-            opts["norm"] = norm
+        adaptive = not any(k in opts for k in GRID_OPTIONS) and _is_adaptive(self.method)
+        if adaptive:
+            opts["norm"] = self.norm(layout)
         return opts
+
+
+def _is_adaptive(method: Any) -> bool:
+    from .solvers.methods import get_method
+
+    m = get_method("dopri5" if method is None else method)
+    return bool(getattr(m, "adaptive", False)) and not getattr(m, "external", False)
+
+
+def _resolve_named(prefix: str, method: Any, opts: dict, rtol: Any, atol: Any,
+                   layout: StateLayout) -> SolvePlan:
+    """``resolve`` with the messages naming ``adjoint_options``/``adjoint_method``."""
+    try:
+        return resolve(method, opts, rtol, atol, layout)
+    except ValueError as e:
+        message = str(e).replace("options[", f"{prefix}_options[").replace(
+            "method=", f"{prefix}_method=")
+        if message.startswith(("options", "method", "rtol", "atol", "give only")):
+            message = f"{prefix}_{message}"
+        raise ValueError(message) from None
 
 
 class _AdjointFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, func, layout, forward_kwargs, backward, result, t, y0_flat, *params):
+    def forward(ctx, func, layout, forward, backward, t, y0_flat, *params):
         with torch.no_grad():
-            sol = solve(func, layout.unflatten(y0_flat), t, **forward_kwargs)
-        result.stats = sol.stats
+            sol = solve(func, layout.unflatten(y0_flat), t, plan=forward.plan,
+                        event_fn=forward.event_fn, event_per_sample=forward.event_per_sample)
+        forward.stats = sol.stats
         ys_flat = _flatten_leading(sol.ys, layout)
+        if forward.event_fn is not None:
+            forward.ts, forward.event_t = sol.ts, sol.event_t
+            if forward.event_per_sample:
+                raise ValueError("odeint_adjoint does not support per-sample events; use "
+                                 "hyperode.odeint (backpropagation through the solver)")
+            times = sol.ts
+        else:
+            times = t
         ctx.func, ctx.layout, ctx.backward_cfg = func, layout, backward
-        ctx.save_for_backward(t, ys_flat, *params)
+        ctx.save_for_backward(times.detach(), ys_flat, *params)
         return ys_flat
 
     @staticmethod
     def backward(ctx, grad_ys):
         t, ys, *params = ctx.saved_tensors
         func, layout, cfg = ctx.func, ctx.layout, ctx.backward_cfg
-        t_grad = ctx.needs_input_grad[5]
+        t_grad = ctx.needs_input_grad[4]
         times = t.detach().to("cpu", torch.float64).tolist()
         params = tuple(params)
+        n_param_inputs = len(params)
 
         def flat_f(tt: Tensor, y: Tensor) -> Tensor:
             return layout.flatten(func(tt, layout.unflatten(y)))
@@ -300,15 +362,23 @@ class _AdjointFunction(torch.autograd.Function):
                 tt = tt.detach().requires_grad_(t_grad)
                 fy = flat_f(tt, y)
                 inputs = (y, tt, *params) if t_grad else (y, *params)
-                grads = torch.autograd.grad(fy, inputs, -a, allow_unused=True)
+                if fy.requires_grad:
+                    grads = torch.autograd.grad(fy, inputs, -a, allow_unused=True)
+                else:  # f depends on neither y, t nor the parameters
+                    grads = (None,) * len(inputs)
             grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
             return (fy.detach(), *grads)
+
+        for name, callback in cfg.callbacks.items():  # torchdiffeq: *_adjoint on func
+            setattr(dynamics, name, callback)
 
         a_t = torch.zeros((), dtype=ys.dtype, device=ys.device)
         state = [ys[-1], grad_ys[-1], *([a_t] if t_grad else []),
                  *(torch.zeros_like(p) for p in params)]
+        back_layout = StateLayout(tuple(state))
         time_vjps = torch.zeros(len(times), dtype=ys.dtype, device=ys.device) if t_grad else None
         stats = cfg.stats
+        options = cfg.solve_options(layout)
         for i in range(len(times) - 1, 0, -1):
             if t_grad:  # dL/dt_i through the output at t_i
                 with torch.no_grad():
@@ -317,9 +387,8 @@ class _AdjointFunction(torch.autograd.Function):
                 stats.nfe += 1
                 time_vjps[i] = d
                 state[2] = state[2] - d
-            sol = solve(dynamics, tuple(state), [times[i], times[i - 1]], rtol=cfg.rtol,
-                        atol=cfg.atol, method=cfg.method,
-                        options=cfg.solve_options(layout, times[i], times[i - 1]))
+            plan = resolve(cfg.method, options, cfg.rtol, cfg.atol, back_layout, func=dynamics)
+            sol = solve(dynamics, tuple(state), [times[i], times[i - 1]], plan=plan)
             _accumulate(stats, sol.stats)
             state = [m[-1] for m in sol.ys]
             state[0] = ys[i - 1]
@@ -327,8 +396,9 @@ class _AdjointFunction(torch.autograd.Function):
         if t_grad:
             time_vjps[0] = state[2]
         grad_params = state[3:] if t_grad else state[2:]
+        assert len(grad_params) == n_param_inputs
         grad_t = time_vjps.to(t.dtype) if t_grad else None
-        return (None, None, None, None, None, grad_t, state[1], *grad_params)
+        return (None, None, None, None, grad_t, state[1], *grad_params)
 
 
 def _flatten_leading(ys: State, layout: StateLayout) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -129,3 +130,78 @@ def test_odeness_illustrations_script_writes_its_outputs(tmp_path):
     assert fan["h_coarse"]["separable"] and not fan["h_fine"]["separable"]
     md = (tmp_path / "odeness_illustrations.md").read_text()
     assert "Command:" in md and "**met**" in md and "α = 14" in md
+
+
+TORCHDIFFEQ_CHECKOUT = os.environ.get("TORCHDIFFEQ_CHECKOUT", "")
+FAKE_TESTS = '''
+import unittest
+
+import torchdiffeq
+
+
+class TestFake(unittest.TestCase):
+    def test_pass(self):
+        self.assertTrue(callable(torchdiffeq.odeint))
+
+    def test_subtests(self):
+        for method in ("euler", "rk4", "dopri5", "tsit5"):
+            with self.subTest(method=method, dtype="float64"):
+                if method == "rk4":
+                    self.fail("deliberate")
+                if method == "dopri5":
+                    raise RuntimeError("boom")
+                if method == "tsit5":
+                    self.skipTest("not today")
+
+    def test_private(self):
+        self.assertIsNotNone(torchdiffeq.odeint.grad_fn)
+'''
+
+
+def test_torchdiffeq_suite_counts_tests_and_subtests(tmp_path):
+    """The whole pipeline on a stand-in checkout (no torchdiffeq needed): shim, subprocess,
+    subTest records, exclusions, reports and exit status."""
+    suite = load_script("torchdiffeq_suite")
+    (tmp_path / "checkout" / "tests").mkdir(parents=True)
+    (tmp_path / "checkout" / "tests" / "fake_tests.py").write_text(FAKE_TESTS)
+    args = ["--checkout", str(tmp_path / "checkout"), "--out", str(tmp_path / "out"),
+            "--exclude", "fake_tests.TestFake.test_private"]
+    assert suite.main(args) == 1
+    data = json.loads((tmp_path / "out" / "torchdiffeq_suite.json").read_text())
+    assert data["torchdiffeq_commit"] is None
+    assert data["modules"][0]["env"]["shimmed"][:2] == ["odeint", "odeint_adjoint"]
+    assert data["summary"]["tests"] == {"pass": 1, "fail": 1, "error": 0, "skip": 0}
+    assert data["summary"]["subtests"] == {"pass": 1, "fail": 1, "error": 1, "skip": 1}
+    by_method = {r["method"]: r for r in data["records"] if r["kind"] == "subtest"}
+    assert by_method["rk4"]["params"] == {"method": "rk4", "dtype": "float64"}
+    assert by_method["rk4"]["message"] == "AssertionError: deliberate"
+    assert by_method["dopri5"]["status"] == "error"
+    private = next(r for r in data["records"] if r["test"] == "TestFake.test_private")
+    assert private["excluded"] and private["status"] == "error"
+    md = (tmp_path / "out" / "torchdiffeq_suite.md").read_text()
+    assert "`fake_tests.TestFake.test_subtests`: 2 of 4 subtests fail" in md
+    assert "Excluded (private internals)" in md
+    # an excluded test's failure alone does not fail the run
+    only = "fake_tests.TestFake.test_pass,fake_tests.TestFake.test_private"
+    assert suite.main([*args, "--only", only]) == 0
+
+
+@pytest.mark.skipif(not TORCHDIFFEQ_CHECKOUT
+                    or not (Path(TORCHDIFFEQ_CHECKOUT) / "tests" / "api_tests.py").is_file(),
+                    reason="no torchdiffeq checkout: set TORCHDIFFEQ_CHECKOUT to a clone")
+def test_torchdiffeq_suite_smoke(tmp_path):
+    suite = load_script("torchdiffeq_suite")
+    only = "api_tests.TestCollectionState.test_forward,norm_tests.TestNorms.test_adjoint_norm"
+    status = suite.main(["--checkout", TORCHDIFFEQ_CHECKOUT, "--only", only,
+                         "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "torchdiffeq_suite.json").read_text())
+    assert status == data["exit_status"] == (1 if data["summary"]["failing_tests"] else 0)
+    assert [m["module"] for m in data["modules"]] == ["api_tests", "norm_tests"]
+    env = data["modules"][0]["env"]
+    assert env is not None, data["modules"][0]["output_tail"]  # hyperode imports
+    assert "site-packages" not in env["torchdiffeq_file"]
+    forward = [r for r in data["records"] if r["kind"] == "subtest" and r["module"] == "api_tests"]
+    assert len(forward) == 12 and {r["params"]["method"] for r in forward} >= {"dopri5", "tsit5"}
+    assert any(r["excluded"] and r["test"] == "TestNorms.test_adjoint_norm"
+               for r in data["records"])
+    assert "Excluded (private internals)" in (tmp_path / "torchdiffeq_suite.md").read_text()

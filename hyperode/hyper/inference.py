@@ -3,8 +3,9 @@
 ``FixedGridSolve`` runs ``K`` uniform steps of a fixed-step method (a hypersolver or a
 tableau) with none of ``hyperode.solve``'s bookkeeping (argument checks, statistics,
 the non-finite check's host sync), so ``torch.compile`` can trace the whole solve
-into one graph: every step's time and size are Python constants. Eagerly it performs
-exactly the operations of ``solve(..., options=dict(num_steps=K))``, so its output
+into one graph: every step's time and size are Python constants. It runs the one
+fixed-grid loop (``hyperode.solvers.fixed.integrate_fixed``), so eagerly it performs
+exactly the operations of ``solve(..., options=dict(num_steps=K))`` and its output
 equals the solver's bit for bit.
 
 ``compile_solve`` wraps it in ``torch.compile``; on a CUDA state it uses CUDA graphs
@@ -22,9 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..solvers.fixed import Grid, integrate_fixed
 from ..solvers.methods import get_method
 from ..solvers.problem import State, StateLayout
-from ..solvers.step import FixedStepMethod, fixed_stepper
+from ..solvers.stats import SolverStats
+from ..solvers.step import StepMethod
 from ..solvers.tableau import ButcherTableau
 from .fitting import uniform_mesh
 
@@ -55,7 +58,7 @@ class FixedGridSolve(nn.Module):
     Shapes: ``z0`` a tensor ``[B, ...]`` or a tuple of them; output ``z0``'s structure.
     """
 
-    def __init__(self, field: Callable, method: str | ButcherTableau | FixedStepMethod,
+    def __init__(self, field: Callable, method: str | ButcherTableau | StepMethod,
                  t_span: Sequence[float] = (0.0, 1.0), num_steps: int = 10, *,
                  trajectory: bool = False):
         super().__init__()
@@ -69,21 +72,11 @@ class FixedGridSolve(nn.Module):
     def forward(self, z0: State) -> State:
         layout = StateLayout(z0)
         f = _PlainField(self.field, layout)
-        step = fixed_stepper(self.method, f)
-        fsal = self.method.fsal
         mesh = self.mesh
-        y = layout.flatten(z0)
-        ys = [y]
-        k1 = None
-        for j in range(len(mesh) - 1):
-            t, h = mesh[j], mesh[j + 1] - mesh[j]
-            if k1 is None:
-                k1 = f(t, y)
-            result = step(t, y, h, k1)
-            y = result.y1
-            k1 = result.ks[-1] if fsal else None
-            ys.append(y)
-        return layout.unflatten(torch.stack(ys)) if self.trajectory else layout.unflatten(y)
+        t_out = mesh if self.trajectory else [mesh[0], mesh[-1]]
+        ys = integrate_fixed(f, self.method, layout.flatten(z0), t_out,
+                             Grid(mesh[0], mesh[-1], points=tuple(mesh)), SolverStats())
+        return layout.unflatten(torch.stack(ys)) if self.trajectory else layout.unflatten(ys[-1])
 
 
 class CompiledSolve:
@@ -116,7 +109,7 @@ class CompiledSolve:
             return fn(z0)
 
 
-def compile_solve(field: Callable, method: str | ButcherTableau | FixedStepMethod,
+def compile_solve(field: Callable, method: str | ButcherTableau | StepMethod,
                   t_span: Sequence[float] = (0.0, 1.0), num_steps: int = 10, *,
                   trajectory: bool = False, cuda_graphs: bool = True, no_grad: bool = True,
                   **compile_kwargs: Any) -> CompiledSolve:

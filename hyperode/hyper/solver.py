@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from ..odeint import odeint
 from ..solvers.methods import get_method
 from ..solvers.problem import State
-from ..solvers.step import Field, StepResult, rk_step
+from ..solvers.stats import SolverStats
+from ..solvers.step import Field, StatelessStepper, StepResult, rk_step
 from ..solvers.tableau import ButcherTableau
 
 
@@ -81,7 +82,7 @@ class HyperSolver(nn.Module):
         enabled: ``False`` runs the plain base solver (no ``g`` evaluation, the base's
             FSAL reuse), e.g. for comparisons.
 
-    Attributes as a fixed-step method (``hyperode.solvers.step.FixedStepMethod``):
+    Attributes as a step method (``hyperode.solvers.step.StepMethod``):
     ``name``, ``order`` (= the base's), ``fsal`` (the base's when disabled, else
     ``False``), ``adaptive`` (``False``: a hypersolver runs on a fixed grid only;
     adaptive options raise ``ValueError``), ``corrections_per_step`` (1, or 0 when
@@ -146,7 +147,11 @@ class HyperSolver(nn.Module):
         else:
             corr = self.correction(h, t, y, k1)
         y1 = torch.add(result.y1, corr, alpha=h ** (self.order + 1))
-        return StepResult(y1, None, result.ks)
+        return StepResult(y1, None, result.ks)  # f1 unknown: f was evaluated at the base's y1
+
+    def stepper(self, f: Field, stats: SolverStats) -> StatelessStepper:
+        """This method on one solve (``hyperode.solvers.step.StepMethod``): no state."""
+        return StatelessStepper(self.step, f)
 
     def correction(self, eps: float | Tensor, t: float | Tensor, y: State, dy: State) -> State:
         """``g(eps, t, y, dy)`` with ``eps``, ``t`` as 0-dim tensors in ``y``'s dtype and

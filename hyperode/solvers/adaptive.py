@@ -1,14 +1,19 @@
-"""Adaptive-step integration with an embedded error estimate.
+"""The one adaptive-step loop, for any step method with an error estimate.
 
-Per attempted step: one ``rk_step`` (``s - 1`` new evaluations, the first stage
-being reused or carried over), the error ratio
+Per attempted step: one ``stepper.step`` (for a tableau ``s - 1`` new evaluations,
+the first stage being reused or carried over), the error ratio
 ``norm(err / (atol + rtol * max(|y0|, |y1|)))`` with one host synchronisation to
 read it, and the controller's accept/reject decision. Output at requested times
-comes from the method's dense output inside accepted steps (no extra steps, no
-extra evaluations, except one ``f(t1, y1)`` for a Hermite interpolant when the
-step is the last one). Steps are cut to land exactly on the final time and on
-``step_t``/``jump_t``; after a ``jump_t`` the vector field is re-evaluated from
-the far side of the discontinuity instead of reusing the FSAL stage.
+comes from the method's dense output inside accepted steps (no extra steps). Steps
+are cut to land exactly on the final time and on ``step_t``/``jump_t``; after a
+``jump_t`` the vector field is re-evaluated from the far side of the discontinuity
+instead of reusing the FSAL stage, and the stages of the step that lands on it see
+its near side.
+
+``min_step``/``max_step`` follow torchdiffeq (``rk_common.py``): proposed steps are
+clamped to ``[min_step, max_step]`` and a step no longer than ``min_step`` is
+accepted whatever its error. With ``min_step = 0`` a step size that stops making
+progress raises ``StepSizeUnderflowError``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from torch import Tensor
 
 from ..errors import MaxStepsExceededError, StepSizeUnderflowError
 from .controllers import IController, PIController
-from .problem import VectorField
+from .problem import Callbacks, NudgedField, VectorField, nudge
 from .stats import SolverStats
-from .step import dense_output, rk_step
+from .step import StepMethod, Stepper, StepResult, bind
 from .tableau import ButcherTableau
 
 Norm = Callable[[Tensor], Tensor]
+# Called after every accepted step with (t, y, t1, y1, stepper, result); True stops.
+Watch = Callable[[float, Tensor, float, Tensor, Stepper, StepResult], bool]
 
 
 @dataclass
@@ -51,17 +58,32 @@ class AdaptiveConfig:
         self.atol_may_vanish = bool((atol == 0).any()) if isinstance(atol, Tensor) else atol == 0
 
 
-def _error_ratio(error: Tensor, abs_y0: Tensor, abs_y1: Tensor, cfg: AdaptiveConfig) -> float:
+def two_estimate_ratio(n1: float, n2: float) -> float:
+    """DOP853's combination of its 5th- and 3rd-order estimates (Hairer's dop853.f):
+    ``n1**2 / sqrt(n1**2 + 0.01 * n2**2)``, from their scaled norms."""
+    denominator = n1 * n1 + 0.01 * n2 * n2
+    return 0.0 if denominator == 0.0 else n1 * n1 / math.sqrt(denominator)
+
+
+def _error_ratio(result: StepResult, abs_y0: Tensor, abs_y1: Tensor,
+                 cfg: AdaptiveConfig) -> float:
     """``norm(error / (atol + rtol * max(|y0|, |y1|)))`` as a float (the step's one host
-    sync). Call without a graph; ``error`` is consumed (divided in place)."""
+    sync). Call without a graph; ``result.error`` is consumed (divided in place)."""
     scale = torch.maximum(abs_y0, abs_y1)
     if isinstance(cfg.rtol, Tensor) or isinstance(cfg.atol, Tensor):
         scale = cfg.atol + cfg.rtol * scale
     else:
         scale.mul_(cfg.rtol).add_(cfg.atol)
+    error, error2 = result.error, result.error2
     if cfg.atol_may_vanish:
-        return float(cfg.norm(_divide(error, scale, cfg)))
-    return float(cfg.norm(error.div_(scale)))
+        n1 = float(cfg.norm(_divide(error, scale, cfg)))
+        if error2 is None:
+            return n1
+        return two_estimate_ratio(n1, float(cfg.norm(_divide(error2, scale, cfg))))
+    if error2 is None:
+        return float(cfg.norm(error.div_(scale)))
+    return two_estimate_ratio(float(cfg.norm(error.div_(scale))),
+                              float(cfg.norm(error2.div_(scale))))
 
 
 def _divide(x: Tensor, scale: Tensor, cfg: AdaptiveConfig) -> Tensor:
@@ -71,13 +93,6 @@ def _divide(x: Tensor, scale: Tensor, cfg: AdaptiveConfig) -> Tensor:
     if cfg.atol_may_vanish:
         out = torch.where(x == 0, 0.0, out)
     return out
-
-
-def _nudge(t: float, toward: float, dtype: torch.dtype) -> float:
-    """The next time after ``t`` towards ``toward`` that is distinct in ``dtype`` (the
-    dtype in which ``f`` receives ``t``)."""
-    a = torch.tensor(t, dtype=dtype)
-    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
 
 
 def initial_step(
@@ -103,29 +118,43 @@ def initial_step(
     return min(100 * h0, h1, cfg.max_step)
 
 
-def _landing_points(t0: float, t_end: float, cfg: AdaptiveConfig) -> tuple[list[float], set[float]]:
+def _landing_points(t0: float, t_end: float | None, d: float,
+                    cfg: AdaptiveConfig) -> tuple[list[float], set[float]]:
     """Times that steps must land on, in the direction of integration, and the jumps."""
-    d = 1.0 if t_end > t0 else -1.0
-    inside = {x for x in (*cfg.step_t, *cfg.jump_t) if d * (x - t0) > 0 and d * (t_end - x) > 0}
-    stops = [*sorted(inside, key=lambda x: d * x), t_end]
+    inside = {x for x in (*cfg.step_t, *cfg.jump_t)
+              if d * (x - t0) > 0 and (t_end is None or d * (t_end - x) > 0)}
+    stops = sorted(inside, key=lambda x: d * x)
+    if t_end is not None:
+        stops.append(t_end)
     return stops, set(cfg.jump_t) & inside
 
 
 def integrate_adaptive(
-    f: VectorField, tableau: ButcherTableau, y0: Tensor, t_out: Sequence[float],
-    cfg: AdaptiveConfig, stats: SolverStats,
+    f: VectorField, method: ButcherTableau | StepMethod, y0: Tensor, t_out: Sequence[float],
+    cfg: AdaptiveConfig, stats: SolverStats, *, callbacks: Callbacks | None = None,
+    watch: Watch | None = None, direction: float | None = None,
 ) -> list[Tensor]:
     """Solve from ``t_out[0]`` to ``t_out[-1]``; return the states at every ``t_out``.
 
-    ``t_out`` is strictly monotonic (validated by the caller).
+    ``t_out`` is strictly monotonic (validated by the caller). With ``watch`` (events)
+    and a single ``t_out``, the solve runs in ``direction`` with no end until ``watch``
+    returns True (``max_num_steps`` bounds it); ``ys`` then holds only ``y0``.
     """
-    t, t_end = t_out[0], t_out[-1]
+    t = t_out[0]
+    t_end = t_out[-1] if len(t_out) > 1 else None
     ys = [y0]
-    if len(t_out) == 1:
+    if t_end is None and watch is None:
         return ys
-    d = 1.0 if t_end > t else -1.0
-    exponent = tableau.error_exponent
-    stops, jumps = _landing_points(t, t_end, cfg)
+    d = (1.0 if t_end > t else -1.0) if t_end is not None else direction
+    exponent = method.error_exponent
+    stops, jumps = _landing_points(t, t_end, d, cfg)
+    field = NudgedField(f, start=False, end=True) if jumps else f
+    stepper = bind(method, field, stats)
+    step, accept = stepper.step, stepper.accept
+    dense_needs_f1 = getattr(stepper, "dense_needs_f1", True)
+    on_step, on_accept, on_reject = (
+        (callbacks.step, callbacks.accept, callbacks.reject) if callbacks is not None
+        else (None, None, None))
     stop_i, out_i = 0, 1
     y = y0
     with torch.no_grad():
@@ -135,88 +164,111 @@ def integrate_adaptive(
         h = min(cfg.first_step, cfg.max_step)
     else:
         h = initial_step(f, t, y, k1, d, exponent, cfg)
+    h = max(h, cfg.min_step)
     controller = cfg.controller
     memory = controller.initial_memory()
     last_rejected = False
-    last_ratio = 0.0
+    last_ratio = None
 
-    while out_i < len(t_out):
+    while True:
         if stats.steps >= cfg.max_num_steps:
+            target = "the event" if t_end is None else f"t={t_end!r}"
             raise MaxStepsExceededError(
                 f"max_num_steps={cfg.max_num_steps} reached at t={t!r} while integrating to "
-                f"t={t_end!r} (last step size {d * h!r}); the problem may be stiff or the "
+                f"{target} (last step size {d * h!r}); the problem may be stiff or the "
                 f"tolerances too tight: raise options['max_num_steps'], loosen rtol/atol or use "
                 f"a fixed-step method"
             )
-        stop = stops[stop_i]
+        stop = stops[stop_i] if stop_i < len(stops) else None
         # Hairer's rule (land if within 1% of a step: no sliver of a step after it), but
         # never a step longer than max_step.
-        landing = d * (t + 1.01 * d * h - stop) >= 0 and abs(stop - t) <= cfg.max_step
+        landing = stop is not None and d * (t + 1.01 * d * h - stop) >= 0 \
+            and abs(stop - t) <= cfg.max_step
         h_step = abs(stop - t) if landing else h
-        if not h >= cfg.min_step or t + d * h_step == t:  # `not >=` also catches NaN
+        if not h_step > 0 or t + d * h_step == t:  # `not >` also catches NaN
             _underflow(t, d * h, last_ratio, cfg)
-        field = f
-        if landing and stop in jumps:  # stages at the jump see its near side
-            near = _nudge(stop, t, y.dtype)
-            field = lambda s, z, near=near: f(near if d * (s - near) > 0 else s, z)  # noqa: E731
-        result = rk_step(field, tableau, t, y, d * h_step, k1, with_error=True)
+        if jumps:
+            if landing and stop in jumps:  # stages at the jump see its near side
+                field.interval(t, stop)
+            else:
+                field.clear()
+        if on_step is not None:
+            on_step(t, y, d * h_step)
+        result = step(t, y, d * h_step, k1, True)
         with torch.no_grad():
             abs_y1 = result.y1.abs()
-            ratio = _error_ratio(result.error, abs_y, abs_y1, cfg)
+            ratio = _error_ratio(result, abs_y, abs_y1, cfg)
         last_ratio = ratio
-        if not math.isfinite(ratio) or ratio > 1.0:
+        # torchdiffeq: a step at min_step is accepted (so is a landing stretched from it)
+        forced = min(h, h_step) <= cfg.min_step
+        if not forced and (not math.isfinite(ratio) or ratio > 1.0):
             stats.rejected += 1
             if cfg.record_steps:
                 stats.rejected_ts.append(t)
+            if on_reject is not None:
+                on_reject(t, y, d * h_step)
             factor = controller.factor(ratio, memory, exponent)[0] if math.isfinite(ratio) \
                 else controller.dfactor
-            h = h_step * min(factor, 1.0)
+            h = max(h_step * min(factor, 1.0), cfg.min_step)
             last_rejected = True
             continue
 
         stats.accepted += 1
-        factor, memory = controller.factor(ratio, memory, exponent)
+        if on_accept is not None:
+            on_accept(t, y, d * h_step)
+        accept(t, y, d * h_step, result)
+        factor, memory = controller.factor(ratio if math.isfinite(ratio) else 0.0, memory,
+                                           exponent)
         t_new = stop if landing else t + d * h_step
         if cfg.record_steps:
             stats.accepted_ts.append(t_new)
-        f1 = result.ks[-1] if tableau.fsal else None
-        while out_i < len(t_out) and d * (t_out[out_i] - t_new) <= 0:
-            t_i = t_out[out_i]
-            if t_i == t_new:
-                ys.append(result.y1)
-            else:
-                if tableau.dense is None and f1 is None:
-                    f1 = f(t_new, result.y1)
-                theta = (t_i - t) / (t_new - t)
-                ys.append(dense_output(tableau, y, result.y1, result.ks, f1, d * h_step, theta))
-            out_i += 1
+        y1 = result.y1
+        f1 = result.f1
+        done = False
+        if watch is not None:
+            done = watch(t, y, t_new, y1, stepper, result)
+        else:
+            while out_i < len(t_out) and d * (t_out[out_i] - t_new) <= 0:
+                t_i = t_out[out_i]
+                if t_i == t_new:
+                    ys.append(y1)
+                else:
+                    if f1 is None and dense_needs_f1:
+                        f1 = f(t_new, y1)
+                    theta = (t_i - t) / (t_new - t)
+                    ys.append(stepper.dense(t, y, d * h_step, result, theta, f1))
+                out_i += 1
+            done = out_i >= len(t_out)
+        if done:
+            return ys
 
         if last_rejected:
             factor = min(factor, 1.0)
         h_next = h_step * factor
         if landing and h > h_step:  # a cut step says nothing about the natural step size
             h_next = max(h_next, h)
-        y, t, abs_y = result.y1, t_new, abs_y1
-        h = min(h_next, cfg.max_step)
+        y, t, abs_y = y1, t_new, abs_y1
+        h = min(max(h_next, cfg.min_step), cfg.max_step)
         last_rejected = False
         if landing:
             stop_i += 1
         if landing and stop in jumps:  # evaluate f from the far side of the discontinuity
-            k1 = f(_nudge(t, t + d, y.dtype), y)
-        elif out_i < len(t_out):
+            k1 = f(nudge(t, t + d, f.layout.time_dtype), y)
+        else:
             k1 = f1 if f1 is not None else f(t, y)
-    return ys
 
 
-def _underflow(t: float, h: float, last_ratio: float, cfg: AdaptiveConfig) -> None:
-    cause = (
-        "the vector field or a trial state became non-finite (NaN/inf) near this time"
-        if not math.isfinite(last_ratio) else
-        f"the error ratio stayed above 1 (last {last_ratio:.3g})"
-    )
-    floor = f" below min_step={cfg.min_step!r}" if cfg.min_step > 0 else ""
+def _underflow(t: float, h: float, last_ratio: float | None, cfg: AdaptiveConfig) -> None:
+    if last_ratio is None:
+        cause = ("no step could be tried: the starting step size is not a positive number "
+                 "(check the norm, rtol/atol and the state's dtype)")
+    elif not math.isfinite(last_ratio):
+        cause = "the vector field or a trial state became non-finite (NaN/inf) near this time"
+    else:
+        cause = f"the error ratio stayed above 1 (last {last_ratio:.3g})"
     raise StepSizeUnderflowError(
-        f"step size underflow at t={t!r}: h={h!r}{floor}; {cause}. Try looser rtol/atol, a "
+        f"step size underflow at t={t!r}: h={h!r}; {cause}. Try looser rtol/atol, "
+        f"options['min_step'] (steps that short are then accepted, as in torchdiffeq), a "
         f"max_step that keeps steps out of the bad region, checking the vector field for a "
         f"singularity or stiffness near t={t!r}, or a fixed-step method"
     )

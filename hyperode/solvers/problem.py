@@ -2,8 +2,11 @@
 
 Integrators work on one tensor: the state itself, or for a tuple state the
 concatenation of its flattened members. ``VectorField`` hides that, turns the
-integrators' float times into tensors, counts evaluations, and checks the first
-output's shape and dtype so that a mismatch fails loudly instead of broadcasting.
+integrators' float times into tensors, counts evaluations, and checks every
+output's structure, shape and dtype (metadata only, no host synchronisation) so that
+a mismatch fails loudly instead of broadcasting or silently changing the solution's
+dtype. ``NudgedField`` evaluates ``f`` just inside an interval's ends (torchdiffeq's
+``perturb``, and the near side of a ``jump_t`` discontinuity).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class StateLayout:
         self.numels = tuple(math.prod(s) for s in self.shapes)
         self.dtype = members[0].dtype
         self.device = members[0].device
+        # Times reach f as real tensors: the state's dtype, or its real counterpart.
+        self.time_dtype = self.dtype.to_real() if self.dtype.is_complex else self.dtype
 
     def flatten(self, y: State) -> Tensor:
         if not self.is_tuple:
@@ -45,8 +50,9 @@ class StateLayout:
 class VectorField:
     """``f(t, y)`` on the flat state with ``t`` a Python float.
 
-    ``t`` reaches the user's function as a 0-dim tensor in the state's dtype and
-    device (as torchdiffeq does). ``nfe`` counts calls.
+    ``t`` reaches the user's function as a 0-dim tensor in the state's (real) dtype
+    and device (as torchdiffeq does). ``nfe`` counts calls. The first output is checked
+    in full; later ones by shape and dtype only (two attribute comparisons per member).
     """
 
     def __init__(self, func: Callable[[Tensor, State], State], layout: StateLayout):
@@ -58,9 +64,17 @@ class VectorField:
     def __call__(self, t: float, y: Tensor) -> Tensor:
         self.nfe += 1
         layout = self.layout
-        t_tensor = torch.full((), t, dtype=layout.dtype, device=layout.device)
+        t_tensor = torch.full((), t, dtype=layout.time_dtype, device=layout.device)
         out = self.func(t_tensor, layout.unflatten(y))
         if not self._checked:
+            self._check(out, t)
+        elif layout.is_tuple:
+            if not isinstance(out, (tuple, list)) or len(out) != len(layout.shapes) or any(
+                    not isinstance(m, Tensor) or m.shape != s or m.dtype != layout.dtype
+                    for m, s in zip(out, layout.shapes)):
+                self._check(out, t)
+        elif not isinstance(out, Tensor) or out.shape != layout.shapes[0] \
+                or out.dtype != layout.dtype:
             self._check(out, t)
         return layout.flatten(out)
 
@@ -90,4 +104,94 @@ class VectorField:
                                  f"{layout.dtype}; cast y0 or the vector field so they agree")
             if m.device != layout.device:
                 raise ValueError(f"{where} is on {m.device} but the state is on {layout.device}")
+        if self._checked:  # only a structural change can bring a later call here
+            raise ValueError(f"func's output changed its structure at t={t!r}")
         self._checked = True
+
+
+def nudge(t: float, toward: float, dtype: torch.dtype) -> float:
+    """The next time after ``t`` towards ``toward`` that is distinct in ``dtype`` (the
+    dtype in which ``f`` receives ``t``)."""
+    a = torch.tensor(t, dtype=dtype)
+    return float(torch.nextafter(a, torch.tensor(toward, dtype=dtype)))
+
+
+class NudgedField:
+    """``f`` with evaluations at the current interval's ends moved just inside it.
+
+    The integrator sets ``interval(t0, t1)`` before each step; a call at exactly
+    ``t0`` (when ``start``) is made at the next representable time towards ``t1``, a
+    call at exactly ``t1`` (when ``end``) at the next one towards ``t0``. This is
+    torchdiffeq's ``perturb`` (both ends), and the near side of a discontinuity
+    (``end`` only). Other attributes (``layout``, ``nfe``) are the wrapped field's.
+    """
+
+    def __init__(self, f: VectorField, *, start: bool, end: bool):
+        self.f = f
+        self.layout = f.layout
+        self.start, self.end = start, end
+        self._d = 0.0  # no interval set: calls pass through
+        self._in0 = self._in1 = math.nan
+
+    def interval(self, t0: float, t1: float) -> None:
+        """Nudge calls at the ends of ``[t0, t1]`` (``t1`` may be below ``t0``)."""
+        dtype = self.layout.time_dtype
+        self._d = 1.0 if t1 > t0 else -1.0
+        self._in0 = nudge(t0, t1, dtype)
+        self._in1 = nudge(t1, t0, dtype)
+
+    def clear(self) -> None:
+        """Stop nudging until the next ``interval``."""
+        self._d = 0.0
+
+    def __call__(self, t: float, y: Tensor) -> Tensor:
+        d = self._d
+        if d:  # anything at or beyond an end (rounding of t + c*h included) moves inside
+            if self.end and d * (t - self._in1) > 0:
+                t = self._in1
+            elif self.start and d * (self._in0 - t) > 0:
+                t = self._in0
+        return self.f(t, y)
+
+    @property
+    def nfe(self) -> int:
+        return self.f.nfe
+
+
+CALLBACK_NAMES = ("callback_step", "callback_accept_step", "callback_reject_step")
+
+
+class Callbacks:
+    """torchdiffeq's step callbacks, read from the user's ``func`` as attributes.
+
+    ``callback_step(t0, y0, dt)`` is called before every attempted step,
+    ``callback_accept_step(t0, y0, dt)`` / ``callback_reject_step(t0, y0, dt)`` after an
+    adaptive step is judged (torchdiffeq's ``rk_common.py`` and ``solvers.py``). ``t0``
+    and ``dt`` arrive as 0-dim tensors, ``y0`` in the user's structure (a tuple state as
+    a tuple). With ``suffix="_adjoint"`` the ``callback_*_adjoint`` attributes are read
+    instead (the backward solve of ``odeint_adjoint``). Absent callbacks cost nothing.
+    """
+
+    def __init__(self, func: object, layout: StateLayout, suffix: str = ""):
+        self.layout = layout
+        self.names = tuple(n + suffix for n in CALLBACK_NAMES
+                           if callable(getattr(func, n + suffix, None)))
+        self.step, self.accept, self.reject = (
+            self._wrap(getattr(func, n + suffix, None)) for n in CALLBACK_NAMES)
+
+    def _wrap(self, fn: Callable | None) -> Callable[[float, Tensor, float], None] | None:
+        if not callable(fn):
+            return None
+        layout = self.layout
+        name = getattr(fn, "__name__", "callback")
+
+        def call(t0: float, y0: Tensor, dt: float) -> None:
+            kw = dict(dtype=torch.float64, device=layout.device)
+            try:
+                fn(torch.tensor(t0, **kw), layout.unflatten(y0), torch.tensor(dt, **kw))
+            except Exception as e:  # the user's exception, unchanged, with where it happened
+                if hasattr(e, "add_note"):
+                    e.add_note(f"raised by the step callback {name} at t0={t0!r}, dt={dt!r}")
+                raise
+
+        return call

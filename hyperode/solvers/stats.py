@@ -16,6 +16,9 @@ class SolverStats:
             network ``g``: one per step while it is enabled); never part of ``nfe``.
         accepted, rejected: adaptive steps accepted and rejected; a fixed-grid
             solve accepts every step.
+        n_jacobian, n_lu, n_newton, newton_failures: implicit methods' Jacobian
+            evaluations, LU factorisations, Newton iterations and Newton solves that
+            did not converge (each shrinks the step or, on a fixed grid, raises).
         accepted_ts: end times of accepted steps, when ``record_steps=True``.
         rejected_ts: start times of rejected attempts, when ``record_steps=True``.
     """
@@ -24,6 +27,10 @@ class SolverStats:
     nfe_correction: int = 0
     accepted: int = 0
     rejected: int = 0
+    n_jacobian: int = 0
+    n_lu: int = 0
+    n_newton: int = 0
+    newton_failures: int = 0
     accepted_ts: list[float] | None = None
     rejected_ts: list[float] | None = None
 
@@ -35,6 +42,9 @@ class SolverStats:
     def as_dict(self) -> dict:
         out = {"nfe": self.nfe, "nfe_correction": self.nfe_correction, "steps": self.steps,
                "accepted": self.accepted, "rejected": self.rejected}
+        if self.n_jacobian or self.n_lu or self.n_newton or self.newton_failures:
+            out.update(n_jacobian=self.n_jacobian, n_lu=self.n_lu, n_newton=self.n_newton,
+                       newton_failures=self.newton_failures)
         if self.accepted_ts is not None:
             out["accepted_ts"] = list(self.accepted_ts)
             out["rejected_ts"] = list(self.rejected_ts or [])

@@ -1,16 +1,29 @@
-"""One explicit Runge–Kutta step, the fixed-step method protocol, and the interpolants.
+"""The step-method protocol every kind of step satisfies, and the explicit RK stage loop.
 
-All coefficients are Python floats: the step size ``h`` and the times are plain
-floats chosen by the integrators (gradients with respect to the output times are
-attached exactly in ``hyperode.odeint``), so every stage combination
-``y + h * sum_j a_ij k_j`` is a chain of fused ``add(…, alpha=h*a_ij)`` kernels
-with zero coefficients skipped: no coefficient tensors, no host synchronisation.
+Both integrators (``fixed.integrate_fixed``, ``adaptive.AdaptiveIntegrator``) run any
+``StepMethod``: an explicit ``ButcherTableau`` (run by ``rk_step`` below), a multistep
+method with its history (``methods.adams``), an implicit method with its Newton state,
+a hypersolver wrapping its base (``hyperode.hyper.HyperSolver``). Adding a method never
+adds a loop.
 
-``FixedStepMethod`` is what the fixed-grid integrator needs from a method: a
-``ButcherTableau`` (through ``rk_step``) satisfies it, and so does anything that
-wraps a tableau, e.g. ``hyperode.hyper.HyperSolver`` (base step plus a learned
-correction). ``fixed_stepper`` resolves a method to its per-step function once per
-solve, so a plain tableau runs ``rk_step`` with no extra call per step.
+A method is bound to one solve with ``bind(method, f)``, which returns a ``Stepper``:
+the per-solve object that holds the method's state (history, Jacobian and LU caches)
+and exposes
+
+- ``step(t, y, h, k1, with_error) -> StepResult``: advance the flat state ``y`` from
+  ``t`` by the signed step ``h``, given ``k1 = f(t, y)`` (evaluated by the integrator:
+  it is reused after a rejected step and carried over from an FSAL stage);
+- ``accept(t, y, h, result)``: the integrator accepted that step (a multistep method
+  pushes its history here; after a rejection ``step`` is simply called again);
+- ``dense(t, y, h, result, theta, f1) -> y(t + theta*h)``: dense output inside an
+  accepted step, ``theta`` in [0, 1]; ``f1`` is ``f(t + h, y1)`` when the integrator
+  has it (``None`` otherwise: a stepper that needs it evaluates it).
+
+All coefficients are Python floats: the step size ``h`` and the times are plain floats
+chosen by the integrators (gradients with respect to the output times are attached
+exactly in ``hyperode.odeint``), so every stage combination ``y + h * sum_j a_ij k_j``
+is a chain of fused ``add(..., alpha=h*a_ij)`` kernels with zero coefficients skipped:
+no coefficient tensors, no host synchronisation.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .stats import SolverStats
 from .tableau import ButcherTableau
 
 # f(t, y) on the solver's flat state, with t a Python float (see problem.VectorField).
@@ -48,13 +62,25 @@ def combine(y: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float], h:
 
 
 class StepResult(NamedTuple):
-    """Outcome of ``rk_step``: ``y1`` (the new state), ``error`` (``h*sum b_error_i k_i``,
-    without a graph, or ``None``) and ``ks`` (the ``s`` stage derivatives; for an FSAL
-    method ``ks[-1] = f(t + h, y1)``)."""
+    """Outcome of one step.
+
+    Attributes:
+        y1: the new state (flat, with a graph when one is recorded).
+        error: the embedded error estimate (``h*sum_i b_error_i k_i`` for a tableau),
+            computed without a graph, or ``None``.
+        ks: the method's dense-output data; for a tableau the ``s`` stage
+            derivatives, ``ks[0] = k1``.
+        f1: ``f(t + h, y1)`` when the step already evaluated it (an FSAL stage), so the
+            integrator reuses it as the next ``k1``; else ``None``.
+        error2: a second error estimate (DOP853's third-order one), combined with
+            ``error`` by ``adaptive.two_estimate_ratio``; ``None`` for one estimate.
+    """
 
     y1: Tensor
     error: Tensor | None
     ks: list[Tensor]
+    f1: Tensor | None = None
+    error2: Tensor | None = None
 
 
 def rk_step(
@@ -69,7 +95,7 @@ def rk_step(
         y: state at ``t``; any shape.
         k1: ``f(t, y)``, computed by the caller so it can be reused after a rejected
             step or carried over from the previous step (FSAL).
-        with_error: also return the embedded error estimate (tableau must have one).
+        with_error: also return the embedded error estimate(s) (tableau must have one).
 
     Costs ``s - 1`` evaluations of ``f``.
     """
@@ -79,73 +105,173 @@ def rk_step(
     for i in range(1, len(c)):
         yi = combine(y, ks, a[i], h)
         ks.append(f(t + c[i] * h, yi))
-    y1 = yi if tableau.fsal else combine(y, ks, tableau.b, h)
-    error = None
+    fsal = tableau.fsal
+    y1 = yi if fsal else combine(y, ks, tableau.b, h)
+    error = error2 = None
     if with_error:
         with torch.no_grad():
             error = combine(None, ks, tableau.b_error, h)
-    return StepResult(y1, error, ks)
+            if tableau.b_error2 is not None:
+                error2 = combine(None, ks, tableau.b_error2, h)
+    return StepResult(y1, error, ks, ks[-1] if fsal else None, error2)
 
 
 @runtime_checkable
-class FixedStepMethod(Protocol):
-    """A method the fixed-grid integrator can run (``hyperode.solve(..., method=m)``).
+class Stepper(Protocol):
+    """A step method bound to one solve: its vector field and its per-solve state."""
+
+    def step(self, t: float, y: Tensor, h: float, k1: Tensor,
+             with_error: bool = False) -> StepResult: ...
+
+    def accept(self, t: float, y: Tensor, h: float, result: StepResult) -> None: ...
+
+    def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
+              f1: Tensor | None) -> Tensor: ...
+
+
+@runtime_checkable
+class StepMethod(Protocol):
+    """What the integrators run (``hyperode.solve(..., method=m)``).
 
     Attributes:
         name: how the method is named in messages and descriptions.
         order: order ``p`` of the step.
-        fsal: whether ``step(...).ks[-1]`` is ``f(t + h, y1)``, reused as the next
-            step's first stage (read once per solve).
-        adaptive: ``False`` for anything but a ``ButcherTableau`` with an error
-            estimate; the adaptive integrator runs tableaux only.
+        adaptive: whether ``step(..., with_error=True)`` returns an error estimate, so
+            that the adaptive integrator can control the step size.
+        error_exponent: ``1 / (q + 1)`` with ``q`` the order the error estimate
+            measures (read only when ``adaptive``).
         corrections_per_step: evaluations of a learned correction per step (a
-            hypersolver's ``g``: 1; a tableau: 0), added to ``SolverStats.nfe_correction``.
+            hypersolver's ``g``: 1; otherwise 0), added to ``SolverStats.nfe_correction``.
+        implicit: whether the step solves a nonlinear system (read for statistics
+            and stiffness hints); optional, ``False`` when absent.
 
-    ``step(f, t, y, h, k1) -> StepResult`` advances the flat state ``y`` from ``t`` by
-    ``h`` given ``k1 = f(t, y)`` (evaluated by the integrator, never again by the
-    method); ``f`` is the integrator's ``VectorField`` (``f.layout`` maps the flat
-    state back to the user's structure).
+    ``stepper(f, stats) -> Stepper`` binds the method to one solve's vector field ``f``
+    (the integrator's ``VectorField``; ``f.layout`` maps the flat state back to the
+    user's structure) and its ``SolverStats`` (where an implicit method counts its
+    Jacobians, LU factorisations and Newton iterations). A ``ButcherTableau`` needs no
+    ``stepper`` of its own: ``bind`` runs it with the stage loop.
+
+    A method with options of its own (e.g. ``max_order`` of the Adams methods) also
+    has ``option_names`` (a frozenset) and ``configure(options, rtol, atol) -> method``,
+    which ``hyperode.solvers.config.resolve`` calls with those options (validated
+    there: a bad value raises ``ValueError`` naming ``options['<name>']``).
     """
 
     name: str
     order: int
-    fsal: bool
     adaptive: bool
     corrections_per_step: int
 
-    def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult: ...
+    def stepper(self, f: Field, stats: SolverStats) -> Stepper: ...
 
 
-def fixed_stepper(method: ButcherTableau | FixedStepMethod,
-                  f: Field) -> Callable[[float, Tensor, float, Tensor], StepResult]:
-    """``(t, y, h, k1) -> StepResult`` for ``method`` on ``f``, resolved once per solve.
+# Fixed-step methods written before the step-method protocol are step methods too.
+FixedStepMethod = StepMethod
 
-    A tableau gets ``rk_step`` bound by a C-level ``functools.partial`` (no Python
-    frame added per step); any other method its own ``step``.
-    """
+
+class RKStepper:
+    """A ``ButcherTableau`` on one solve: the stage loop, no state.
+
+    ``step`` is ``rk_step`` bound by a C-level ``functools.partial`` (no Python frame
+    added per step)."""
+
+    __slots__ = ("accept", "f", "step", "tableau")
+
+    def __init__(self, tableau: ButcherTableau, f: Field):
+        self.tableau = tableau
+        self.f = f
+        self.step = partial(rk_step, f, tableau)
+        self.accept = _no_accept
+
+    def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
+              f1: Tensor | None) -> Tensor:
+        tableau = self.tableau
+        if tableau.dense is not None:
+            ks = result.ks
+            if tableau.extra_c:
+                ks = extra_stages(self.f, tableau, t, y, h, result)
+            return combine(y, ks, tableau.dense_weights(theta), h)
+        if f1 is None:
+            f1 = self.f(t + h, result.y1)
+        return hermite(y, result.y1, result.ks[0], f1, h, theta)
+
+
+def _no_accept(t: float, y: Tensor, h: float, result: StepResult) -> None:
+    return None
+
+
+def extra_stages(f: Field, tableau: ButcherTableau, t: float, y: Tensor, h: float,
+                 result: StepResult) -> list[Tensor]:
+    """The stages a continuous extension needs beyond the step's own (DOP853's three),
+    evaluated once per accepted step and cached in ``result.ks`` (so several outputs
+    inside one step cost them once)."""
+    ks = result.ks
+    if len(ks) == tableau.stages:
+        for c_i, a_i in zip(tableau.extra_c, tableau.extra_a):
+            ks.append(f(t + c_i * h, combine(y, ks, a_i, h)))
+    return ks
+
+
+class StatelessStepper:
+    """A stepper around a plain ``step(f, t, y, h, k1) -> StepResult`` function (a
+    method with no per-solve state); dense output by the cubic Hermite interpolant."""
+
+    __slots__ = ("accept", "f", "step_fn")
+
+    def __init__(self, step_fn: Callable[..., StepResult], f: Field):
+        self.f = f
+        self.step_fn = step_fn
+        self.accept = _no_accept
+
+    def step(self, t: float, y: Tensor, h: float, k1: Tensor,
+             with_error: bool = False) -> StepResult:
+        return self.step_fn(self.f, t, y, h, k1)
+
+    def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
+              f1: Tensor | None) -> Tensor:
+        if f1 is None:
+            f1 = self.f(t + h, result.y1)
+        return hermite(y, result.y1, result.ks[0], f1, h, theta)
+
+
+def bind(method: ButcherTableau | StepMethod, f: Field, stats: SolverStats) -> Stepper:
+    """The ``Stepper`` of ``method`` for one solve on ``f``, counting into ``stats``."""
     if isinstance(method, ButcherTableau):
-        return partial(rk_step, f, method)
-    return partial(method.step, f)
+        return RKStepper(method, f)
+    return method.stepper(f, stats)
+
+
+def hermite(y0: Tensor, y1: Tensor, f0: Tensor, f1: Tensor, h: float,
+            theta: float | Tensor) -> Tensor:
+    """Cubic Hermite interpolant through ``(y0, f0)`` and ``(y1, f1)`` at ``t + theta*h``."""
+    theta = float(theta)
+    t2, t3 = theta * theta, theta * theta * theta
+    out = torch.mul(y0, 2 * t3 - 3 * t2 + 1)
+    out.add_(y1, alpha=-2 * t3 + 3 * t2)
+    out.add_(f0, alpha=h * (t3 - 2 * t2 + theta))
+    out.add_(f1, alpha=h * (t3 - t2))
+    return out
+
+
+def linear(y0: Tensor, y1: Tensor, theta: float) -> Tensor:
+    """``y0 + theta * (y1 - y0)`` (exactly ``y0``/``y1`` at ``theta`` 0/1)."""
+    if theta == 0.0:
+        return y0
+    if theta == 1.0:
+        return y1
+    return torch.lerp(y0, y1, theta)
 
 
 def dense_output(
     tableau: ButcherTableau, y0: Tensor, y1: Tensor, ks: Sequence[Tensor], f1: Tensor | None,
     h: float, theta: float | Tensor,
 ) -> Tensor:
-    """State at ``t + theta*h`` inside an accepted step, ``theta`` in [0, 1].
-
-    Uses the tableau's continuous extension when it has one (no extra ``f`` call);
-    otherwise the cubic Hermite interpolant through ``(y0, ks[0], y1, f1)``, where
-    ``f1 = f(t + h, y1)`` is the next step's first stage.
-    """
+    """State at ``t + theta*h`` inside an accepted step of ``tableau``, ``theta`` in [0, 1]:
+    its continuous extension when it has one (``ks`` must then hold every stage it
+    uses), else the cubic Hermite interpolant (``f1 = f(t + h, y1)`` needed)."""
     theta = float(theta)
     if tableau.dense is not None:
         return combine(y0, ks, tableau.dense_weights(theta), h)
     if f1 is None:
         raise ValueError("Hermite interpolation needs f1 = f(t + h, y1)")
-    t2, t3 = theta * theta, theta * theta * theta
-    out = torch.mul(y0, 2 * t3 - 3 * t2 + 1)
-    out.add_(y1, alpha=-2 * t3 + 3 * t2)
-    out.add_(ks[0], alpha=h * (t3 - 2 * t2 + theta))
-    out.add_(f1, alpha=h * (t3 - t2))
-    return out
+    return hermite(y0, y1, ks[0], f1, h, theta)

@@ -10,8 +10,14 @@ and, when ``dense`` is given, the continuous extension for ``theta`` in [0, 1]::
 
     y(t + theta h) = y + h * sum_i b_i(theta) k_i,   b_i(theta) = sum_m dense[i][m] theta**(m+1)
 
-Every solver in hyperode, hypersolver bases included, is one of these run by
-``hyperode.solvers.step.rk_step``; adding a method is adding a tableau.
+Two extensions cover the high-order pairs: a second error row ``b_error2`` (DOP853's
+third-order estimate, combined with the first as in Hairer's code), and extra stages
+``extra_c``/``extra_a`` that only the continuous extension uses (DOP853's 7th-order
+interpolant needs three): they are evaluated once per accepted step that has an output
+inside it, and ``dense`` then has a row for each of the ``s + len(extra_c)`` stages.
+
+Every explicit Runge–Kutta method in hyperode, hypersolver bases included, is one of
+these run by ``hyperode.solvers.step.rk_step``; adding such a method is adding a tableau.
 """
 
 from __future__ import annotations
@@ -19,14 +25,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from torch import Tensor
-
-    from .step import Field, StepResult
 
 _TOL = 1e-12
 
@@ -49,21 +50,28 @@ class ButcherTableau:
         b_error: weights of the embedded error estimate ``b - b_hat`` (length ``s``,
             sums to 0), or ``None`` for a fixed-step-only method.
         error_order: order of the embedded solution ``b_hat`` (required with
-            ``b_error``).
+            ``b_error``); with ``b_error2``, the order the combined estimate controls
+            (DOP853: 7, its combination behaving like an order-8 error term).
         dense: optional continuous extension, ``s`` rows of polynomial coefficients
             (``dense[i][m]`` multiplies ``theta**(m+1)``); at ``theta = 1`` it must
             reproduce ``b``.
         dense_order: order of the continuous extension (required with ``dense``).
+        b_error2: a second error row (sums to 0), combined with ``b_error`` by the
+            adaptive integrator as DOP853 does; ``None`` for one estimate.
+        extra_c, extra_a: stages used only by ``dense``: stage ``s + j`` is evaluated at
+            ``t + extra_c[j] h`` from ``y + h sum_i extra_a[j][i] k_i`` over the
+            ``s + j`` stages before it (row ``j`` of ``extra_a`` holds ``s + j`` entries).
 
     ``fsal`` (first same as last) is derived: the last stage is evaluated at
     ``(t + h, y1)`` exactly when ``c[-1] == 1`` and the last row of ``a`` equals
     ``b``; its ``f`` value is then the next step's first stage, for free.
 
-    A tableau is a ``hyperode.solvers.step.FixedStepMethod`` (``step``,
-    ``corrections_per_step = 0``), so it can stand wherever a fixed-step method can.
+    A tableau is a step method (``hyperode.solvers.step.StepMethod``) run by the stage
+    loop, so it can stand wherever any method can.
     """
 
-    corrections_per_step: ClassVar[int] = 0  # no learned correction (FixedStepMethod)
+    corrections_per_step: ClassVar[int] = 0  # no learned correction
+    implicit: ClassVar[bool] = False
 
     name: str
     c: tuple[float, ...]
@@ -74,6 +82,9 @@ class ButcherTableau:
     error_order: int | None = None
     dense: tuple[tuple[float, ...], ...] | None = None
     dense_order: int | None = None
+    b_error2: tuple[float, ...] | None = None
+    extra_c: tuple[float, ...] = ()
+    extra_a: tuple[tuple[float, ...], ...] = ()
     fsal: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +96,10 @@ class ButcherTableau:
             set_(self, "b_error", _as_tuple(self.b_error))
         if self.dense is not None:
             set_(self, "dense", tuple(_as_tuple(row) for row in self.dense))
+        if self.b_error2 is not None:
+            set_(self, "b_error2", _as_tuple(self.b_error2))
+        set_(self, "extra_c", _as_tuple(self.extra_c))
+        set_(self, "extra_a", tuple(_as_tuple(row) for row in self.extra_a))
         self._validate()
         fsal = (
             self.stages > 1
@@ -99,7 +114,9 @@ class ButcherTableau:
         if not isinstance(name, str) or not name:
             raise ValueError(f"ButcherTableau: name must be a non-empty string, got {name!r}")
         rows = [("c", self.c), *((f"row {i} of a", r) for i, r in enumerate(self.a)),
-                ("b", self.b), ("b_error", self.b_error or ()),
+                ("b", self.b), ("b_error", self.b_error or ()), ("b_error2", self.b_error2 or ()),
+                ("extra_c", self.extra_c),
+                *((f"row {i} of extra_a", r) for i, r in enumerate(self.extra_a)),
                 *((f"row {i} of dense", r) for i, r in enumerate(self.dense or ()))]
         for where, row in rows:
             bad = [x for x in row if not math.isfinite(x)]
@@ -140,12 +157,33 @@ class ButcherTableau:
                                  f"method) must be a positive int, got {self.error_order!r}")
         elif self.error_order is not None:
             raise ValueError(f"ButcherTableau {name!r}: error_order given without b_error")
+        if self.b_error2 is not None:
+            if self.b_error is None:
+                raise ValueError(f"ButcherTableau {name!r}: b_error2 given without b_error")
+            if len(self.b_error2) != s or abs(math.fsum(self.b_error2)) > 1e-10:
+                raise ValueError(f"ButcherTableau {name!r}: b_error2 must have {s} entries "
+                                 f"summing to 0")
+        if len(self.extra_a) != len(self.extra_c):
+            raise ValueError(f"ButcherTableau {name!r}: extra_a must have one row per extra_c "
+                             f"entry ({len(self.extra_c)}), got {len(self.extra_a)}")
+        for j, row in enumerate(self.extra_a):
+            if len(row) != s + j:
+                raise ValueError(f"ButcherTableau {name!r}: row {j} of extra_a must hold "
+                                 f"{s + j} entries, got {len(row)}")
+            if abs(math.fsum(row) - self.extra_c[j]) > 1e-10:
+                raise ValueError(f"ButcherTableau {name!r}: row {j} of extra_a sums to "
+                                 f"{math.fsum(row)!r} but extra_c[{j}] = {self.extra_c[j]!r}")
+        if self.extra_c and self.dense is None:
+            raise ValueError(f"ButcherTableau {name!r}: extra stages are only used by dense; "
+                             f"give dense too")
         if self.dense is not None:
-            if len(self.dense) != s:
-                raise ValueError(f"ButcherTableau {name!r}: dense must have {s} rows, "
+            rows = s + len(self.extra_c)
+            if len(self.dense) != rows:
+                raise ValueError(f"ButcherTableau {name!r}: dense must have {rows} rows, "
                                  f"got {len(self.dense)}")
             at_one = [math.fsum(row) for row in self.dense]
-            if any(abs(x - y) > 1e-9 for x, y in zip(at_one, self.b)):
+            weights_at_one = (*self.b, *[0.0] * len(self.extra_c))
+            if any(abs(x - y) > 1e-9 for x, y in zip(at_one, weights_at_one)):
                 raise ValueError(f"ButcherTableau {name!r}: the dense output at theta=1 must "
                                  f"equal b, got {at_one}")
             if not isinstance(self.dense_order, int) or self.dense_order < 1:
@@ -166,13 +204,6 @@ class ButcherTableau:
         """Exponent ``1 / (q + 1)``, ``q = min(order, error_order)``, of step-size control."""
         q = self.order if self.error_order is None else min(self.order, self.error_order)
         return 1.0 / (q + 1)
-
-    def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult:
-        """One step of this method (``hyperode.solvers.step.rk_step``, no error estimate);
-        ``k1 = f(t, y)`` is given by the caller. Costs ``s - 1`` evaluations of ``f``."""
-        from .step import rk_step  # step.py imports this module
-
-        return rk_step(f, self, t, y, h, k1)
 
     def dense_weights(self, theta: float) -> list[float]:
         """``b_i(theta)`` of the continuous extension, as Python floats."""
