@@ -506,6 +506,8 @@ def test_fixed_grid_solve_matches_solver_and_compiled_matches_eager():
 def test_bad_bases_and_networks():
     g = MLPHyperNet(2, (4,))
     with pytest.raises(ValueError, match="not a known method"):
+        HyperSolver("implicit_eulr", g)
+    with pytest.raises(ValueError, match="'implicit_euler' is not an explicit Butcher tableau"):
         HyperSolver("implicit_euler", g)
     with pytest.raises(ValueError, match="explicit"):
         HyperSolver({"a": [[0.5, 0.5]]}, g)

@@ -58,7 +58,7 @@ def resolve_base(base: Any, owner: str = "HyperSolver") -> ButcherTableau:
         tableau = get_method(base)
     except ValueError as e:
         raise ValueError(f"{owner}: base {e}") from None
-    if not isinstance(tableau, ButcherTableau):  # pragma: no cover - names map to tableaux
+    if not isinstance(tableau, ButcherTableau):  # multistep and implicit methods
         raise ValueError(f"{owner}: base {base!r} is not an explicit Butcher tableau")
     return tableau
 

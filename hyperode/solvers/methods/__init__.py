@@ -6,16 +6,16 @@ from typing import Any
 
 from ..step import StepMethod
 from ..tableau import ButcherTableau
-from . import adams, explicit, low_order_pairs
+from . import adams, explicit, implicit, low_order_pairs
 from .dopri5 import dopri5
 from .dopri8 import dopri8
 from .tsit5 import tsit5
 
 METHODS: dict[str, Any] = {
     m.name: m for m in (*explicit.METHODS, *low_order_pairs.METHODS, dopri5, dopri8, tsit5,
-                        *adams.METHODS)
+                        *adams.METHODS, *implicit.METHODS)
 }
-ALIASES: dict[str, str] = {"heun": "heun2", **adams.ALIASES}
+ALIASES: dict[str, str] = {"heun": "heun2", **adams.ALIASES, **implicit.ALIASES}
 
 
 def get_method(method: Any) -> Any:
