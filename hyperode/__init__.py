@@ -2,7 +2,7 @@
 
 from .adjoint import ADJOINT_NORMS, AdjointSolution, odeint_adjoint, solve_adjoint
 from .errors import MaxStepsExceededError, NonFiniteStateError, SolverError, StepSizeUnderflowError
-from .odeint import Solution, odeint, solve
+from .odeint import Solution, odeint, odeint_event, solve
 from .solvers import (
     METHODS,
     ButcherTableau,
@@ -40,6 +40,7 @@ __all__ = [
     "mixed_norm",
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
     "rms_norm",
     "solve",
     "solve_adjoint",

@@ -145,12 +145,16 @@ def solve_adjoint(
         t_grad=t_tensor.requires_grad, forward_plan=plan,
     )
     forward = _Forward(plan=plan, event_fn=event_fn, event_per_sample=event_per_sample)
-    ys_flat = _AdjointFunction.apply(func, layout, forward, backward, t_tensor,
-                                     layout.flatten(y0), *params)
+    ys_flat, event_t = _AdjointFunction.apply(func, layout, forward, backward, t_tensor,
+                                              layout.flatten(y0), *params)
+    # As in torchdiffeq, the event time is an output of the adjoint function (so that
+    # backward() through it runs) whose own gradient is zero: hyperode.odeint_event
+    # attaches the implicit-function gradient.
     return AdjointSolution(ts=forward.ts if event_fn is not None else
                            (t if isinstance(t, Tensor) else t_tensor),
                            ys=layout.unflatten(ys_flat), stats=forward.stats,
-                           event_t=forward.event_t, backward_stats=backward.stats)
+                           event_t=event_t if event_fn is not None else None,
+                           backward_stats=backward.stats)
 
 
 def _check_differentiable(name: str, plan: SolvePlan) -> None:
@@ -341,10 +345,11 @@ class _AdjointFunction(torch.autograd.Function):
             times = t
         ctx.func, ctx.layout, ctx.backward_cfg = func, layout, backward
         ctx.save_for_backward(times.detach(), ys_flat, *params)
-        return ys_flat
+        event_t = forward.event_t if forward.event_t is not None else ys_flat.new_zeros(())
+        return ys_flat, event_t
 
     @staticmethod
-    def backward(ctx, grad_ys):
+    def backward(ctx, grad_ys, _grad_event_t):
         t, ys, *params = ctx.saved_tensors
         func, layout, cfg = ctx.func, ctx.layout, ctx.backward_cfg
         t_grad = ctx.needs_input_grad[4]
@@ -370,7 +375,7 @@ class _AdjointFunction(torch.autograd.Function):
             return (fy.detach(), *grads)
 
         for name, callback in cfg.callbacks.items():  # torchdiffeq: *_adjoint on func
-            setattr(dynamics, name, callback)
+            setattr(dynamics, name, _torchdiffeq_state(callback, t_grad))
 
         a_t = torch.zeros((), dtype=ys.dtype, device=ys.device)
         state = [ys[-1], grad_ys[-1], *([a_t] if t_grad else []),
@@ -399,6 +404,21 @@ class _AdjointFunction(torch.autograd.Function):
         assert len(grad_params) == n_param_inputs
         grad_t = time_vjps.to(t.dtype) if t_grad else None
         return (None, None, None, None, grad_t, state[1], *grad_params)
+
+
+def _torchdiffeq_state(callback: Callable, t_grad: bool) -> Callable:
+    """An adjoint callback handed torchdiffeq's backward state ``(a_t, y, a_y, *a_params)``
+    (``a_t`` zero when ``t`` needs no gradient) instead of hyperode's internal order."""
+    def call(t0: Tensor, state: tuple[Tensor, ...], dt: Tensor) -> Any:
+        y, a_y, *rest = state
+        if t_grad:
+            a_t, *rest = rest
+        else:
+            a_t = torch.zeros((), dtype=y.dtype, device=y.device)
+        return callback(t0, (a_t, y, a_y, *rest), dt)
+
+    call.__name__ = getattr(callback, "__name__", "callback")
+    return call
 
 
 def _flatten_leading(ys: State, layout: StateLayout) -> Tensor:

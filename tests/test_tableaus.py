@@ -39,7 +39,8 @@ EXPECTED = {
 }
 # Not explicit tableaux: tests/test_adams.py and tests/test_implicit_fixed.py.
 MULTISTEP = {"explicit_adams", "implicit_adams", "implicit_euler", "implicit_midpoint",
-             "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6", "sdirk2", "trbdf2"}
+             "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6", "sdirk2", "trbdf2",
+             "scipy_solver"}
 FSAL = {"dopri5", "tsit5", "bosh3"}
 
 TOL = 1e-12  # the published coefficients are given to ~16 digits

@@ -56,7 +56,8 @@ def _odeness(args: argparse.Namespace) -> int:
 def _adapt(args: argparse.Namespace) -> int:
     from .. import cli as main_cli
     from ..experiments import CheckpointError, ConfigError, build_solver, resolve_config, train
-    from ..solvers.methods import METHODS, get_method
+    from ..solvers.config import method_kind
+    from ..solvers.methods import METHODS
     from .step_adaptation import StepAdaptation
     from .tolerance_adaptation import ToleranceAdaptation
 
@@ -65,7 +66,7 @@ def _adapt(args: argparse.Namespace) -> int:
     try:
         config = main_cli.train_config_from_args(args)
         if (args.adapt == "step" and config.method in METHODS
-                and not get_method(config.method).adaptive
+                and method_kind(config.method) == "fixed"
                 and config.step_size is None and config.num_steps is None):
             config = config.replace(num_steps=1)  # replaced by the starting step
         solver = build_solver(resolve_config(config))
@@ -183,14 +184,14 @@ def _grid(args: argparse.Namespace) -> int:
 def _reference_solver(text: str):  # -> SolverConfig
     """``METHOD:STEPS`` (a fixed-step method) or ``METHOD:TOL`` (an adaptive one)."""
     from ..nn import SolverConfig
-    from ..solvers.methods import get_method
+    from ..solvers.config import method_kind
 
     name, sep, value = text.partition(":")
     if not sep or not value:
         raise argparse.ArgumentTypeError(f"must be METHOD:STEPS or METHOD:TOL (e.g. rk4:256, "
                                          f"dopri5:1e-7), got {text!r}")
     try:
-        adaptive = get_method(name).adaptive
+        adaptive = method_kind(name) == "adaptive"
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     if adaptive:

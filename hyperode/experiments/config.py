@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..nn import SolverConfig
-from ..solvers.methods import METHODS, get_method
+from ..solvers.config import method_kind
+from ..solvers.methods import METHODS
 
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("cpu", "cuda")
@@ -244,8 +245,8 @@ def build_solver(cfg: TrainConfig) -> SolverConfig:
         if cfg.method not in METHODS:
             raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got "
                                         f"{cfg.method!r}")
-        tableau = get_method(cfg.method)
-        if not tableau.adaptive and cfg.step_size is None and cfg.num_steps is None:
+        if method_kind(cfg.method) == "fixed" and cfg.step_size is None \
+                and cfg.num_steps is None:
             raise ConfigError("method", f"{cfg.method!r} is a fixed-step method: give "
                                         f"step_size (--step-size) or num_steps (--num-steps)")
         grid = {"step_size": cfg.step_size, "num_steps": cfg.num_steps}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..odeint import solve
+from ..solvers.config import method_kind
 from ..solvers.methods import METHODS
 from .reference_problems import reference_problems
 
@@ -26,7 +27,7 @@ def run_demo(*, num_steps: int = 100, rtol: float = 1e-6, atol: float = 1e-9,
         for tableau in METHODS.values():
             if getattr(tableau, "implicit", False):
                 continue
-            if tableau.adaptive:
+            if method_kind(tableau) != "fixed":
                 sol = solve(problem.f, problem.initial_state(), ts, rtol=rtol, atol=atol,
                             method=tableau)
                 setting = f"rtol={rtol:g}"

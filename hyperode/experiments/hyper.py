@@ -458,14 +458,15 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
 
 
 def _check_method(name: str) -> None:
-    from ..solvers.methods import METHODS, get_method
+    from ..solvers.config import method_kind
+    from ..solvers.methods import METHODS
 
-    fixed = [k for k, v in METHODS.items() if not v.adaptive]
+    fixed = [k for k in METHODS if method_kind(k) == "fixed"]
     try:
-        adaptive = get_method(name).adaptive
+        kind = method_kind(name)
     except ValueError:
-        adaptive = True
-    if adaptive:
+        kind = "unknown"
+    if kind != "fixed":
         raise ConfigError("methods", f"must be fixed-step methods ({', '.join(fixed)}), "
                                      f"got {name!r}")
 

@@ -15,15 +15,19 @@ from dataclasses import dataclass, fields
 from dataclasses import replace as _dc_replace
 from typing import Any
 
+import torch
+
+from ..adjoint import ADJOINT_NORMS
+from ..solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from ..solvers.methods import get_method
-from ..solvers.step import FixedStepMethod
+from ..solvers.problem import StateLayout
+from ..solvers.step import StepMethod
 from ..solvers.tableau import ButcherTableau
 
 # Options that describe the grid; they are fields of SolverConfig, not free-form options.
 _GRID_FIELDS = ("step_size", "num_steps")
-# Options only an adaptive solve understands (mirrors hyperode.odeint).
-_ADAPTIVE_ONLY = frozenset({"norm", "controller", "safety", "ifactor", "dfactor", "first_step",
-                            "min_step", "max_step", "step_t", "jump_t"})
+# A one-element state: validates method, options and float tolerances for any state.
+_PROBE = StateLayout(torch.zeros(1, dtype=torch.float64))
 
 
 def _hashable(value: Any) -> Any:
@@ -69,7 +73,7 @@ class SolverConfig:
     Only adjoint sensitivities read the ``adjoint_*`` fields.
     """
 
-    method: str | ButcherTableau | FixedStepMethod = "dopri5"
+    method: str | ButcherTableau | StepMethod = "dopri5"
     rtol: float = 1e-4
     atol: float = 1e-4
     step_size: float | None = None
@@ -95,25 +99,10 @@ class SolverConfig:
     # ------------------------------------------------------------------ validation
 
     def _validate(self) -> None:
-        try:
-            tableau = get_method(self.method)
-        except ValueError as e:
-            raise ValueError(f"SolverConfig: {e}") from None
         _check_tolerance("rtol", self.rtol)
         _check_tolerance("atol", self.atol)
-        if self.rtol == 0 and self.atol == 0:
-            raise ValueError("SolverConfig: rtol and atol are both 0; at least one must be > 0")
         _check_tolerance("adjoint_rtol", self.adjoint_rtol, optional=True)
         _check_tolerance("adjoint_atol", self.adjoint_atol, optional=True)
-        if self.step_size is not None and (
-                isinstance(self.step_size, bool) or not isinstance(self.step_size, (int, float))
-                or not math.isfinite(self.step_size) or self.step_size <= 0):
-            raise ValueError(f"SolverConfig: step_size must be a finite number > 0, "
-                             f"got {self.step_size!r}")
-        if self.num_steps is not None and (
-                isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int)
-                or self.num_steps < 1):
-            raise ValueError(f"SolverConfig: num_steps must be an int >= 1, got {self.num_steps!r}")
         names = [k for k, _ in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"SolverConfig: options names repeat: {names}")
@@ -121,38 +110,46 @@ class SolverConfig:
             if key in _GRID_FIELDS:
                 raise ValueError(f"SolverConfig: give {key} as the field {key}=..., "
                                  f"not in options")
-        grids = [k for k in ("step_size", "num_steps") if getattr(self, k) is not None]
-        grids += [k for k in names if k == "grid_points"]
-        if len(grids) > 1:
-            raise ValueError(f"SolverConfig: give only one of step_size, num_steps, "
-                             f"options['grid_points']; got {grids}")
-        if not tableau.adaptive and not grids:
-            raise ValueError(f"SolverConfig: method={tableau.name!r} is fixed-step (no error "
-                             f"estimate) and needs step_size=h or num_steps=n")
-        if grids:
-            stray = sorted(_ADAPTIVE_ONLY.intersection(names))
-            if stray:
-                raise ValueError(f"SolverConfig: options {stray} apply only to adaptive solves, "
-                                 f"but {grids[0]} makes this a fixed-grid solve")
+        if self.step_size is not None and self.num_steps is not None:
+            raise ValueError("SolverConfig: give only one of step_size, num_steps")
+        plan = self.plan()  # the one place that validates method + options
+        if plan.kind == "fixed" and not GRID_OPTIONS.intersection(plan.options):
+            raise ValueError(f"SolverConfig: method={plan.method.name!r} is fixed-step (no "
+                             f"error estimate) and needs step_size=h or num_steps=n (a model's "
+                             f"solver names its grid; hyperode.odeint would step on t itself)")
+        if self.adjoint_norm is not None and self.adjoint_norm not in ADJOINT_NORMS:
+            raise ValueError(f"SolverConfig: adjoint_norm must be None or one of "
+                             f"{ADJOINT_NORMS}, got {self.adjoint_norm!r}")
         if self.adjoint_method is not None:
             try:
-                adj = get_method(self.adjoint_method)
+                get_method(self.adjoint_method)
             except ValueError as e:
                 raise ValueError(f"SolverConfig: adjoint_{e}") from None
-            if not adj.adaptive and not grids:
-                raise ValueError(f"SolverConfig: adjoint_method={adj.name!r} is fixed-step and "
-                                 f"needs the forward solve's step_size or num_steps")
-        if self.adjoint_norm is not None:
-            from ..adjoint import ADJOINT_NORMS  # the adjoint layer owns the norm names
+            kwargs = self.adjoint_kwargs()
+            options = {k: v for k, v in kwargs["adjoint_options"].items() if k != "norm"}
+            back = self._resolve(kwargs["adjoint_method"], options, kwargs["adjoint_rtol"],
+                                 kwargs["adjoint_atol"], "adjoint_")
+            if back.kind == "fixed" and not GRID_OPTIONS.intersection(back.options):
+                raise ValueError(f"SolverConfig: adjoint_method={back.method.name!r} is "
+                                 f"fixed-step and needs the forward solve's step_size or "
+                                 f"num_steps")
 
-            if self.adjoint_norm not in ADJOINT_NORMS:
-                raise ValueError(f"SolverConfig: adjoint_norm must be None or one of "
-                                 f"{ADJOINT_NORMS}, got {self.adjoint_norm!r}")
+    def plan(self) -> SolvePlan:
+        """The forward solve resolved and validated (``hyperode.solvers.config.resolve``)."""
+        return self._resolve(self.method, self.odeint_options(), self.rtol, self.atol, "")
+
+    @staticmethod
+    def _resolve(method: Any, options: dict, rtol: float, atol: float,
+                 prefix: str) -> SolvePlan:
+        try:
+            return resolve(method, options, rtol, atol, _PROBE)
+        except ValueError as e:
+            raise ValueError(f"SolverConfig: {prefix}{e}") from None
 
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def fixed(cls, method: str | ButcherTableau | FixedStepMethod, step_size: float | None = None,
+    def fixed(cls, method: str | ButcherTableau | StepMethod, step_size: float | None = None,
               num_steps: int | None = None, **kwargs: Any) -> SolverConfig:
         """A fixed-grid solver: exactly one of ``step_size``, ``num_steps``."""
         if (step_size is None) == (num_steps is None):
@@ -164,7 +161,7 @@ class SolverConfig:
     def adaptive(cls, method: str | ButcherTableau = "dopri5", rtol: float = 1e-4,
                  atol: float = 1e-4, **kwargs: Any) -> SolverConfig:
         """An error-controlled solver; ``method`` must carry an error estimate."""
-        if not get_method(method).adaptive:
+        if method_kind(method) != "adaptive":
             raise ValueError(f"SolverConfig.adaptive: method={method!r} has no error estimate; "
                              f"use SolverConfig.fixed")
         return cls(method=method, rtol=rtol, atol=atol, **kwargs)
@@ -188,7 +185,7 @@ class SolverConfig:
     # ------------------------------------------------------------------ views
 
     @property
-    def tableau(self) -> ButcherTableau | FixedStepMethod:
+    def tableau(self) -> ButcherTableau | StepMethod:
         """The method resolved: a ``ButcherTableau``, or the fixed-step method object."""
         return get_method(self.method)
 
@@ -200,8 +197,7 @@ class SolverConfig:
     @property
     def is_fixed(self) -> bool:
         """Whether the forward solve runs on a fixed grid (no error control)."""
-        return (not self.tableau.adaptive or self.step_size is not None
-                or self.num_steps is not None or "grid_points" in dict(self.options))
+        return self.plan().kind == "fixed"
 
     def odeint_options(self) -> dict[str, Any]:
         """The ``options`` dict of ``hyperode.odeint``: ``options`` plus the grid fields."""
@@ -235,11 +231,9 @@ class SolverConfig:
             opts = {k: v for k, v in forward.items() if k != "norm"}
         else:
             opts = {k: v for k, v in forward.items() if k in ("max_num_steps",)}
-            if not tableau.adaptive:
-                opts.update({k: v for k, v in forward.items()
-                             if k in ("step_size", "num_steps", "grid_points")})
-        backward_fixed = not tableau.adaptive or any(
-            k in opts for k in ("step_size", "num_steps", "grid_points"))
+            if method_kind(tableau) == "fixed":
+                opts.update({k: v for k, v in forward.items() if k in GRID_OPTIONS})
+        backward_fixed = method_kind(tableau) != "adaptive" or bool(GRID_OPTIONS.intersection(opts))
         if norm is not None and not backward_fixed:
             opts["norm"] = norm
         return dict(

@@ -29,7 +29,7 @@ from ..errors import MaxStepsExceededError, StepSizeUnderflowError
 from .controllers import IController, PIController
 from .problem import Callbacks, NudgedField, VectorField, nudge
 from .stats import SolverStats
-from .step import StepMethod, Stepper, StepResult, bind
+from .step import StepMethod, Stepper, StepResult, bind, no_accept
 from .tableau import ButcherTableau
 
 Norm = Callable[[Tensor], Tensor]
@@ -150,7 +150,8 @@ def integrate_adaptive(
     stops, jumps = _landing_points(t, t_end, d, cfg)
     field = NudgedField(f, start=False, end=True) if jumps else f
     stepper = bind(method, field, stats)
-    step, accept = stepper.step, stepper.accept
+    step = stepper.step
+    accept = None if stepper.accept is no_accept else stepper.accept
     dense_needs_f1 = getattr(stepper, "dense_needs_f1", True)
     on_step, on_accept, on_reject = (
         (callbacks.step, callbacks.accept, callbacks.reject) if callbacks is not None
@@ -172,6 +173,8 @@ def integrate_adaptive(
 
     while True:
         if stats.steps >= cfg.max_num_steps:
+            if t_end is None and hasattr(watch, "never_fired"):
+                raise MaxStepsExceededError(watch.never_fired(cfg.max_num_steps, t))
             target = "the event" if t_end is None else f"t={t_end!r}"
             raise MaxStepsExceededError(
                 f"max_num_steps={cfg.max_num_steps} reached at t={t!r} while integrating to "
@@ -216,7 +219,8 @@ def integrate_adaptive(
         stats.accepted += 1
         if on_accept is not None:
             on_accept(t, y, d * h_step)
-        accept(t, y, d * h_step, result)
+        if accept is not None:
+            accept(t, y, d * h_step, result)
         factor, memory = controller.factor(ratio if math.isfinite(ratio) else 0.0, memory,
                                            exponent)
         t_new = stop if landing else t + d * h_step

@@ -173,6 +173,16 @@ def resolve(method: Any, options: Mapping[str, Any] | None, rtol: Any, atol: Any
     return _with_callbacks(plan, func, frozenset(CALLBACK_NAMES))
 
 
+def method_kind(method: Any) -> str:
+    """How ``method`` runs without grid options: ``"fixed"`` (no error estimate: on a
+    grid, or on ``t`` itself), ``"adaptive"`` or ``"external"`` (integrates by itself).
+    ``ValueError`` for an unknown method."""
+    m = get_method(DEFAULT_METHOD if method is None else method)
+    if getattr(m, "external", False):
+        return "external"
+    return "adaptive" if m.adaptive else "fixed"
+
+
 def _with_callbacks(plan: SolvePlan, func: Any, valid: frozenset[str]) -> SolvePlan:
     if func is None:
         return plan

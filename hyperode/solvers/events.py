@@ -54,6 +54,7 @@ class EventWatch:
                  per_sample: bool, interp: str | None, f: Callable):
         self.event_fn = event_fn
         self.layout = layout
+        self.t0 = t0
         self.per_sample = per_sample
         self.interp = interp
         self.f = f
@@ -153,6 +154,21 @@ class EventWatch:
         self.event_t = list(self._times)
         self.y_event = torch.stack(self._rows)
         return True
+
+    def never_fired(self, max_num_steps: int, t: float) -> str:
+        """The message of the ``MaxStepsExceededError`` raised when the step budget runs
+        out before the event (per sample: before every sample's event)."""
+        what = "the event never fired"
+        if self.per_sample:
+            waiting = [b for b, x in enumerate(self._times) if x is None]
+            shown = ", ".join(map(str, waiting[:10])) + (", ..." if len(waiting) > 10 else "")
+            what = (f"the event never fired for {len(waiting)} of {len(self._times)} samples "
+                    f"(samples {shown})")
+        return (f"{what}: event_fn(t, y) did not cross zero between t0={self.t0!r} and "
+                f"t={t!r} within max_num_steps={max_num_steps} steps. The trajectory may "
+                f"never reach the event (check event_fn's sign along it and the direction "
+                f"of time), or it lies further on: raise options['max_num_steps'] (or, with a "
+                f"fixed-step method, use a larger step_size)")
 
     def _root(self, g: Callable[[float], float], g_hi: float) -> float:
         """``theta`` in (0, 1] where ``g`` crosses from > 0 (at 0) to <= 0 (at ``g_hi``

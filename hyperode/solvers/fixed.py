@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import MaxStepsExceededError
 from .problem import Callbacks, NudgedField, VectorField
 from .stats import SolverStats
-from .step import StepMethod, Stepper, StepResult, bind, hermite, linear
+from .step import StepMethod, Stepper, StepResult, bind, hermite, linear, no_accept
 from .tableau import ButcherTableau
 
 _MERGE_TOL = 1e-10  # grid points this close (relative to the span) to an output time merge
@@ -150,41 +150,53 @@ def integrate_fixed(
         )
     field = NudgedField(f, start=True, end=True) if perturb else f
     stepper = bind(method, field, stats)
-    step, accept = stepper.step, stepper.accept
+    step = stepper.step
+    accept = None if stepper.accept is no_accept else stepper.accept
     on_step = callbacks.step if callbacks is not None else None
-    times = merged_times(grid, t_out) if interp is None and watch is None else grid.times()
+    limit = max_num_steps if n_steps is None else None  # a bounded grid was checked above
+    hooks = perturb or on_step is not None or limit is not None or record_steps
+    landing = interp is None and watch is None
+    times = merged_times(grid, t_out) if landing else grid.times()
     ys = [y0]
-    out_i = 1
+    out_i, n_out = 1, len(t_out)
+    next_out = t_out[1] if n_out > 1 else None
     y, k1 = y0, None
     t = next(times)
     taken = 0
     for t1 in times:
-        if max_num_steps is not None and taken >= max_num_steps:
-            raise MaxStepsExceededError(
-                f"max_num_steps={max_num_steps} reached at t={t!r}; raise "
-                f"options['max_num_steps'] or use a larger step_size")
         h = t1 - t
-        if perturb:
-            field.interval(t, t1)
-        if on_step is not None:
-            on_step(t, y, h)
+        if hooks:
+            if limit is not None and taken >= limit:
+                if hasattr(watch, "never_fired"):
+                    raise MaxStepsExceededError(watch.never_fired(limit, t))
+                raise MaxStepsExceededError(
+                    f"max_num_steps={limit} reached at t={t!r}; raise "
+                    f"options['max_num_steps'] or use a larger step_size")
+            if perturb:
+                field.interval(t, t1)
+            if on_step is not None:
+                on_step(t, y, h)
+            if record_steps:
+                stats.accepted_ts.append(t1)
         if k1 is None:
             k1 = field(t, y)
         result = step(t, y, h, k1)
-        accept(t, y, h, result)
+        if accept is not None:
+            accept(t, y, h, result)
         taken += 1
         y1 = result.y1
-        if watch is not None:
-            if watch(t, y, t1, y1, stepper, result):
-                break
-        elif interp is None:
-            if t1 == t_out[out_i]:
+        if landing:
+            if t1 == next_out:
                 ys.append(y1)
                 out_i += 1
+                next_out = t_out[out_i] if out_i < n_out else None
+        elif watch is not None:
+            if watch(t, y, t1, y1, stepper, result):
+                break
         else:
             d = 1.0 if h > 0 else -1.0
             f1 = None
-            while out_i < len(t_out) and d * (t_out[out_i] - t1) <= 0:
+            while out_i < n_out and d * (t_out[out_i] - t1) <= 0:
                 theta = (t_out[out_i] - t) / h
                 if interp == "linear":
                     ys.append(linear(y, y1, theta))
@@ -195,8 +207,6 @@ def integrate_fixed(
                 out_i += 1
         k1 = result.f1
         t, y = t1, y1
-        if record_steps:
-            stats.accepted_ts.append(t1)
     stats.accepted += taken
     stats.nfe_correction += taken * method.corrections_per_step
     return ys

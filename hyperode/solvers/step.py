@@ -181,7 +181,7 @@ class RKStepper:
         self.tableau = tableau
         self.f = f
         self.step = partial(rk_step, f, tableau)
-        self.accept = _no_accept
+        self.accept = no_accept
 
     def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
               f1: Tensor | None) -> Tensor:
@@ -196,7 +196,8 @@ class RKStepper:
         return hermite(y, result.y1, result.ks[0], f1, h, theta)
 
 
-def _no_accept(t: float, y: Tensor, h: float, result: StepResult) -> None:
+def no_accept(t: float, y: Tensor, h: float, result: StepResult) -> None:
+    """The ``accept`` of a stepper with no state (the loops skip calling it)."""
     return None
 
 
@@ -221,7 +222,7 @@ class StatelessStepper:
     def __init__(self, step_fn: Callable[..., StepResult], f: Field):
         self.f = f
         self.step_fn = step_fn
-        self.accept = _no_accept
+        self.accept = no_accept
 
     def step(self, t: float, y: Tensor, h: float, k1: Tensor,
              with_error: bool = False) -> StepResult:

@@ -9,11 +9,12 @@ from ..tableau import ButcherTableau
 from . import adams, explicit, implicit, low_order_pairs
 from .dopri5 import dopri5
 from .dopri8 import dopri8
+from .scipy_solver import scipy_solver
 from .tsit5 import tsit5
 
 METHODS: dict[str, Any] = {
     m.name: m for m in (*explicit.METHODS, *low_order_pairs.METHODS, dopri5, dopri8, tsit5,
-                        *adams.METHODS, *implicit.METHODS)
+                        *adams.METHODS, *implicit.METHODS, scipy_solver)
 }
 ALIASES: dict[str, str] = {"heun": "heun2", **adams.ALIASES, **implicit.ALIASES}
 

@@ -71,6 +71,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
 from itertools import islice
@@ -298,12 +299,11 @@ class AdamsStepper:
         times = [t, *islice(self._ts, k - 1)]
         method = self.method
         self._unconverged = None
+        dy = _weighted_sum(values, adams_weights(times, h, False), h)
         if not method.corrector:
-            return StepResult(combine(y, values, adams_weights(times, h, False), h), None,
-                              [k1])
-        dy = combine(None, values, adams_weights(times, h, False), h)
+            return StepResult(torch.add(y, dy), None, [k1])
         wm = adams_weights(times, h, True)
-        delta = combine(None, values, wm[1:], h)
+        delta = _weighted_sum(values, wm[1:], h)
         alpha = h * wm[0]
         t1 = t + h
         converged = False
@@ -382,3 +382,14 @@ __all__ = [
     "adams_weights", "classical_weights", "explicit_adams", "implicit_adams",
     "lagrange_weights",
 ]
+
+
+def _weighted_sum(values: list[Tensor], weights: Sequence[float], h: float) -> Tensor:
+    """``h * sum_j weights[j] * values[j]``. High-order Adams weights alternate in sign
+    and grow (AB11's reach ~500), so a single-precision state is summed in double
+    precision and rounded once, as torchdiffeq's float64 coefficients do."""
+    v0 = values[0]
+    if v0.dtype in (torch.float64, torch.complex128):
+        return combine(None, values, weights, h)
+    wide = torch.complex128 if v0.is_complex() else torch.float64
+    return combine(None, [v.to(wide) for v in values], weights, h).to(v0.dtype)

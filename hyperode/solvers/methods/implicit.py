@@ -442,6 +442,9 @@ class ImplicitStepper:
         self._f1_cache: tuple[StepResult, Tensor] | None = None
         self._iters = 0  # slowest Newton solve of the current step
         self._auto_pending = False  # batch_independent="auto" not yet checked
+        # torch.func cannot trace a field that runs autograd itself (the adjoint's backward
+        # dynamics); such a field gets finite differences for the rest of the solve.
+        self._how = method.jacobian
         tab = self.tableau
         self._lu_slots = len({tab.a[i][i] for i in tab.implicit_stages}) \
             if tab.diagonally_implicit else 1
@@ -478,16 +481,15 @@ class ImplicitStepper:
         B, d = self.systems
         shape, f = self._shape, self.f
         y2 = y.detach().reshape(B, d)
-        how = self.method.jacobian
+        how = self._how
+        if how != "fd":
+            try:
+                return self._func_jacobian(how, t, y2)
+            except RuntimeError as e:
+                if "functorch" not in str(e) and "transform" not in str(e):
+                    raise
+                self._how = how = "fd"
         with torch.no_grad():
-            if how == "jacrev":
-                def summed(z: Tensor) -> Tensor:
-                    return f(t, z.reshape(shape)).reshape(B, d).sum(0)
-                return jacrev(summed)(y2).permute(1, 0, 2).contiguous()
-            if how == "jacfwd":
-                def shifted(u: Tensor) -> Tensor:
-                    return f(t, (y2 + u).reshape(shape)).reshape(B, d)
-                return jacfwd(shifted)(torch.zeros(d, dtype=y.dtype, device=y.device))
             if fy is None:
                 fy = f(t, y2.reshape(shape))
             f0 = fy.detach().reshape(B, d)
@@ -500,6 +502,20 @@ class ImplicitStepper:
                 dq = (col - y2[:, q]).unsqueeze(1)
                 J[:, :, q] = (f(t, yq.reshape(shape)).reshape(B, d) - f0) / dq
             return J
+
+    def _func_jacobian(self, how: str, t: float, y2: Tensor) -> Tensor:
+        """``[B, d, d]`` blocks by ``torch.func`` (``jacrev`` or ``jacfwd``)."""
+        B, d = self.systems
+        shape, f = self._shape, self.f
+        with torch.no_grad():
+            if how == "jacrev":
+                def summed(z: Tensor) -> Tensor:
+                    return f(t, z.reshape(shape)).reshape(B, d).sum(0)
+                return jacrev(summed)(y2).permute(1, 0, 2).contiguous()
+
+            def shifted(u: Tensor) -> Tensor:
+                return f(t, (y2 + u).reshape(shape)).reshape(B, d)
+            return jacfwd(shifted)(torch.zeros(d, dtype=y2.dtype, device=y2.device))
 
     def _block_diagonal(self, t: float, y: Tensor, fy: Tensor, J: Tensor) -> bool:
         """Whether the ``[B, d, d]`` blocks ``J`` (from the collapsed derivative) explain
@@ -514,7 +530,7 @@ class ImplicitStepper:
         def full(z: Tensor) -> Tensor:
             return f(t, z.reshape(shape)).reshape(B, d)
 
-        how = self.method.jacobian
+        how = self._how
         with torch.no_grad():
             if how == "jacrev":  # v^T J_full against the blocks' v_b^T J_b
                 u = vjp(full, y2)[1](v)[0]
