@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .odeint import Solution, check_t, check_y0, solve
+from .odeint import Solution, check_bool, check_func, check_t, check_y0, solve
 from .solvers.config import GRID_OPTIONS, SolvePlan, resolve
 from .solvers.norms import mixed_norm, rms_norm
-from .solvers.problem import CALLBACK_NAMES, State, StateLayout
+from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
 
 ADJOINT_NORMS = ("default", "seminorm", "state_seminorm")
@@ -123,6 +123,11 @@ def solve_adjoint(
     Step callbacks ``callback_step_adjoint``, ``callback_accept_step_adjoint`` and
     ``callback_reject_step_adjoint`` set on ``func`` are called by the backward solve.
     """
+    check_func(func)
+    if check_bool("event_per_sample", event_per_sample):
+        raise ValueError("odeint_adjoint does not support per-sample events "
+                         "(event_per_sample=True); use hyperode.odeint (backpropagation "
+                         "through the solver)")
     params = _adjoint_params(func, adjoint_params)
     check_y0(y0)
     layout = StateLayout(y0)
@@ -259,7 +264,8 @@ class _BackwardConfig:
         _check_differentiable("adjoint_method", back_plan)
         if back_plan.kind != "adaptive" and norm_kind != "default":
             raise ValueError(f"adjoint_options['norm'] = {norm_kind!r} has no effect on a "
-                             f"{back_plan.kind}-grid backward solve ({back_plan.method.name}); "
+                             f"backward solve without error control ({back_plan.method.name}, "
+                             f"{back_plan.kind}); "
                              f"drop it")
         record = bool(opts.get("record_steps"))
         stats = SolverStats(accepted_ts=[] if record else None,
@@ -322,8 +328,10 @@ def _resolve_named(prefix: str, method: Any, opts: dict, rtol: Any, atol: Any,
     except ValueError as e:
         message = str(e).replace("options[", f"{prefix}_options[").replace(
             "method=", f"{prefix}_method=")
-        if message.startswith(("options", "method", "rtol", "atol", "give only")):
+        if message.startswith(("options", "method", "rtol", "atol")):
             message = f"{prefix}_{message}"
+        elif not message.startswith(prefix):  # e.g. "unknown option 'foo' for method ..."
+            message = f"{prefix}_options: {message}"
         raise ValueError(message) from None
 
 
@@ -357,8 +365,8 @@ class _AdjointFunction(torch.autograd.Function):
         params = tuple(params)
         n_param_inputs = len(params)
 
-        def flat_f(tt: Tensor, y: Tensor) -> Tensor:
-            return layout.flatten(func(tt, layout.unflatten(y)))
+        # Every call of func is checked here too (shape, dtype, device: metadata only).
+        flat_f = VectorField(func, layout, context=" in the backward (adjoint) pass").at
 
         def dynamics(tt: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             y, a = state[0], state[1]
@@ -393,7 +401,12 @@ class _AdjointFunction(torch.autograd.Function):
                 time_vjps[i] = d
                 state[2] = state[2] - d
             plan = resolve(cfg.method, options, cfg.rtol, cfg.atol, back_layout, func=dynamics)
-            sol = solve(dynamics, tuple(state), [times[i], times[i - 1]], plan=plan)
+            try:
+                sol = solve(dynamics, tuple(state), [times[i], times[i - 1]], plan=plan)
+            except ValueError as e:  # the user's adjoint norm, by its own name
+                if callable(cfg.norm_kind) and str(e).startswith("options['norm']"):
+                    raise ValueError(f"adjoint_{e}") from None
+                raise
             _accumulate(stats, sol.stats)
             state = [m[-1] for m in sol.ys]
             state[0] = ys[i - 1]

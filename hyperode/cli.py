@@ -1,11 +1,100 @@
-"""The ``hyperode`` command (also ``python -m hyperode``)."""
+"""The ``hyperode`` command (also ``python -m hyperode``).
+
+Errors: every command turns the library's errors into one line on stderr, ``hyperode
+<command>: error: ...``, naming the flag or the file, and exits with status 2 for bad
+input (an invalid flag, a damaged run folder or data file, ``--resume`` with nothing
+to resume) or 1 for a run that failed (a diverging training run, a failed solve, a
+file that cannot be written); never with a traceback (``guarded``). A traceback means
+a bug: please report it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+#: Exit statuses.
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line: ``PROG: error: MESSAGE``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(text: object) -> str:
+    """``text`` with its lines joined (an error message must stay one line)."""
+    return " ".join(str(text).split()) or "(no message)"
+
+
+def describe_error(e: BaseException, flags: dict[str, str] | None = None
+                   ) -> tuple[int, str] | None:
+    """``(exit status, message)`` for an error a command reports in one line, ``None``
+    for anything else (a bug, which keeps its traceback).
+
+    ``flags`` maps argument names (``ConfigError.field``, or the text before ``": "`` of
+    a ``ValueError``) to the command's flags."""
+    from .errors import SolverError
+    from .experiments.config import ConfigError
+    from .experiments.runs import CheckpointError
+    from .experiments.train import TrainingDivergedError
+
+    flags = flags or {}
+    if isinstance(e, ConfigError):
+        flag = flags.get(e.field, "--" + e.field.replace("_", "-"))
+        return EXIT_BAD_INPUT, f"argument {flag}: {one_line(e.detail)}"
+    if isinstance(e, CheckpointError):
+        return EXIT_BAD_INPUT, one_line(e)
+    if isinstance(e, TrainingDivergedError):
+        return EXIT_FAILED, one_line(e)
+    if isinstance(e, SolverError):
+        return EXIT_FAILED, f"a solve failed ({type(e).__name__}): {one_line(e)}"
+    if isinstance(e, FloatingPointError):
+        return EXIT_FAILED, one_line(e)
+    if isinstance(e, OSError):
+        text = one_line(e)
+        if e.filename is not None and str(e.filename) not in text:
+            text += f": {e.filename}"
+        return EXIT_FAILED, text
+    if isinstance(e, ValueError):
+        name, sep, detail = str(e).partition(": ")
+        if sep and name in flags:
+            return EXIT_BAD_INPUT, f"argument {flags[name]}: {one_line(detail)}"
+        return EXIT_BAD_INPUT, one_line(e)
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # CPU, CUDA
+        return EXIT_FAILED, (f"out of memory ({type(e).__name__}: {one_line(e)[:300]}); try a "
+                             f"smaller --batch-size or --eval-batch-size")
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    return None
+
+
+def guarded(flags: dict[str, str] | None = None):  # -> decorator
+    """Run a command, reporting the errors ``describe_error`` knows in one line on stderr
+    and leaving with ``SystemExit`` of their status."""
+    def decorate(run: Callable[[argparse.Namespace], int]
+                 ) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(run)
+        def guarded_run(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except SystemExit:
+                raise
+            except BaseException as e:
+                known = describe_error(e, flags)
+                if known is None:
+                    raise
+                parser = getattr(args, "parser", None)
+                prog = parser.prog if parser is not None else "hyperode"
+                print(f"{prog}: error: {known[1]}", file=sys.stderr)
+                raise SystemExit(known[0]) from None
+        return guarded_run
+    return decorate
 
 TRAIN_EPILOG = """\
 tasks (defaults; every one can be overridden by the options above):
@@ -22,24 +111,24 @@ examples:
 A run writes its folder (--out, default runs/<task>-<timestamp>): config.json,
 metrics.jsonl (one line per iteration), results.json, PNG plots, checkpoint.pt and
 model.safetensors. Ctrl-C finishes the current iteration and writes a checkpoint;
---resume continues from it.
+--resume continues from it. A diverging run (non-finite loss or gradient, a failed
+solve, a solve over --max-steps-per-solve) stops with a one-line error after writing
+a checkpoint of the state before the failing iteration.
 """
 
 
+@guarded({"out": "--out", "iterations": "--train-iterations"})
 def _demo(args: argparse.Namespace) -> int:
     if args.solvers:
         return _solvers_demo(args)
-    from .experiments.config import ConfigError
     from .experiments.hyper import run_demo_pipeline
 
-    try:
-        run_demo_pipeline(args.out, train_iterations=args.train_iterations,
-                          fit_iterations=args.fit_iterations, quiet=args.quiet)
-    except ConfigError as e:
-        args.parser.error(f"argument --{e.field.replace('_', '-')}: {e.detail}")
+    run_demo_pipeline(args.out, train_iterations=args.train_iterations,
+                      fit_iterations=args.fit_iterations, quiet=args.quiet)
     return 0
 
 
+@guarded({"num_steps": "--steps", "steps": "--steps", "rtol": "--rtol", "atol": "--atol"})
 def _solvers_demo(args: argparse.Namespace) -> int:
     from .experiments.demo import format_table, run_demo
 
@@ -52,9 +141,12 @@ def _solvers_demo(args: argparse.Namespace) -> int:
 
 
 def _add_solver_table_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=100, help="steps of fixed-step methods")
-    p.add_argument("--rtol", type=float, default=1e-6, help="rtol of adaptive methods")
-    p.add_argument("--atol", type=float, default=1e-9, help="atol of adaptive methods")
+    p.add_argument("--steps", type=positive_int_arg, default=100,
+                   help="steps of fixed-step methods")
+    p.add_argument("--rtol", type=positive_float_arg, default=1e-6,
+                   help="rtol of adaptive methods")
+    p.add_argument("--atol", type=positive_float_arg, default=1e-9,
+                   help="atol of adaptive methods")
 
 
 # --------------------------------------------------------------------------- hyper
@@ -83,6 +175,19 @@ def int_arg(minimum: int):  # -> Callable[[str], int]
 positive_int_arg = int_arg(1)
 
 
+def positive_float_arg(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def list_arg(kind: str, parse, *, distinct: bool = True):  # -> Callable[[str], list]
     """An argparse type: a non-empty comma-separated list of values, each checked by
     ``parse`` and, with ``distinct``, all different (``kind`` names one value in the
@@ -101,31 +206,28 @@ def list_arg(kind: str, parse, *, distinct: bool = True):  # -> Callable[[str], 
 _int_list_arg = list_arg("step count", positive_int_arg)
 
 
+@guarded(_HYPER_FLAGS)
 def _hyper(args: argparse.Namespace) -> int:
     import torch
 
-    from .experiments.config import ConfigError
     from .experiments.hyper import evaluate_hypersolver, fit_hypersolver, replot
 
     torch.set_num_threads(args.threads)
-    try:
-        if args.hyper_command == "fit":
-            steps = args.steps[0] if len(args.steps) == 1 else args.steps
-            fit_hypersolver(args.model, args.base, steps, iterations=args.iterations,
-                            batch_size=args.batch_size, lr=args.lr, tol=args.tol,
-                            hidden=args.hidden, kernel_size=args.kernel_size,
-                            out=args.out, seed=args.seed, progress=not args.quiet)
-        elif args.hyper_command == "eval":
-            kw = {} if args.steps is None else {"steps": args.steps}
-            evaluate_hypersolver(args.model, args.hyper, out=args.out,
-                                 methods=args.methods.split(","),
-                                 hyper_steps=args.hyper_steps, tol=args.tol,
-                                 tight_tol=args.tight_tol, **kw)
-        else:
-            made = replot(args.results, args.out)
-            print(f"wrote {', '.join(made)}")
-    except ConfigError as e:
-        args.parser.error(f"argument {_HYPER_FLAGS.get(e.field, '--' + e.field)}: {e.detail}")
+    if args.hyper_command == "fit":
+        steps = args.steps[0] if len(args.steps) == 1 else args.steps
+        fit_hypersolver(args.model, args.base, steps, iterations=args.iterations,
+                        batch_size=args.batch_size, lr=args.lr, tol=args.tol,
+                        hidden=args.hidden, kernel_size=args.kernel_size,
+                        out=args.out, seed=args.seed, progress=not args.quiet)
+    elif args.hyper_command == "eval":
+        kw = {} if args.steps is None else {"steps": args.steps}
+        evaluate_hypersolver(args.model, args.hyper, out=args.out,
+                             methods=args.methods.split(","),
+                             hyper_steps=args.hyper_steps, tol=args.tol,
+                             tight_tol=args.tight_tol, **kw)
+    else:
+        made = replot(args.results, args.out)
+        print(f"wrote {', '.join(made)}")
     return 0
 
 
@@ -156,8 +258,8 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
                      help="odd kernel size of g's convolutions (image states; default 3)")
     fit.add_argument("--iterations", type=positive_int_arg, default=1000, metavar="N")
     fit.add_argument("--batch-size", type=positive_int_arg, default=64, metavar="B")
-    fit.add_argument("--lr", type=float, default=1e-3)
-    fit.add_argument("--tol", type=float, default=1e-4,
+    fit.add_argument("--lr", type=positive_float_arg, default=1e-3)
+    fit.add_argument("--tol", type=positive_float_arg, default=1e-4,
                      help="rtol = atol of the dopri5 reference (default 1e-4)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--out", metavar="DIR",
@@ -178,9 +280,9 @@ def _add_hyper_parser(sub: argparse._SubParsersAction) -> None:
                     help="step counts of the fixed-step methods")
     ev.add_argument("--hyper-steps", type=_int_list_arg, metavar="K1,K2,...",
                     help="step counts of the hypersolver (default: --steps)")
-    ev.add_argument("--tol", type=float, default=1e-4,
+    ev.add_argument("--tol", type=positive_float_arg, default=1e-4,
                     help="tolerance of the dopri5 accuracy reference (default 1e-4)")
-    ev.add_argument("--tight-tol", type=float, default=1e-7,
+    ev.add_argument("--tight-tol", type=positive_float_arg, default=1e-7,
                     help="tolerance of the dopri5 error reference (default 1e-7)")
     ev.add_argument("--out", metavar="DIR", help="output folder (default HYPER_DIR/eval)")
 
@@ -212,6 +314,7 @@ _FLAGS = {
     "quiet": "--quiet",
     "eval_every": "--eval-every", "eval_batch_size": "--eval-batch-size",
     "checkpoint_every": "--checkpoint-every", "plots": "--no-plots",
+    "max_steps_per_solve": "--max-steps-per-solve",
 }
 
 
@@ -302,6 +405,11 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint-every", type=int, metavar="N")
     run.add_argument("--no-plots", dest="plots", action="store_false", default=None,
                      help="skip the PNG plots")
+    run.add_argument("--max-steps-per-solve", type=int, metavar="N",
+                     help="most steps one solve may take (default: 10000, and 50x the "
+                          "longest adaptive solve of the earlier iterations, which stops a "
+                          "diverging run within one iteration); a run over it stops after "
+                          "writing a checkpoint")
     p.set_defaults(run=_train, parser=p)
 
 
@@ -315,24 +423,18 @@ def train_config_from_args(args: argparse.Namespace):  # -> TrainConfig
     return TrainConfig(**given)
 
 
+@guarded(_FLAGS)
 def _train(args: argparse.Namespace) -> int:
-    from .experiments import CheckpointError, ConfigError, resolve_config, train
+    from .experiments import resolve_config, train
 
-    parser: argparse.ArgumentParser = args.parser
-    try:
-        config = train_config_from_args(args)
-        resolve_config(config)
-        result = train(config, handle_signals=True)
-    except ConfigError as e:
-        parser.error(f"argument {_FLAGS.get(e.field, e.field)}: {e.detail}")
-    except (FileNotFoundError, CheckpointError) as e:  # missing data files, bad checkpoint
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 130 if result.results.get("status") == "interrupted" else 0
+    config = train_config_from_args(args)
+    resolve_config(config)
+    result = train(config, handle_signals=True)
+    return EXIT_INTERRUPTED if result.results.get("status") == "interrupted" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperode", description=__doc__)
+    parser = Parser(prog="hyperode", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="the hypersolver pipeline on the digits data (--solvers: the solver table)",
@@ -355,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     solvers = sub.add_parser("solvers-demo",
                              help="solve reference problems with every method")
     _add_solver_table_args(solvers)
-    solvers.set_defaults(run=_solvers_demo)
+    solvers.set_defaults(run=_solvers_demo, parser=solvers)
     _add_hyper_parser(sub)
     _add_train_parser(sub)
     from .adapt.cli import add_parsers as add_adapt_parsers  # imports cli: keep it local

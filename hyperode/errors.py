@@ -1,9 +1,15 @@
-"""Exceptions raised when a solve cannot produce a trustworthy result.
+"""Exceptions raised when a solve cannot produce a trustworthy result, and where warnings
+point.
 
 Bad arguments raise ``ValueError`` naming the argument; these are for solves that
 started correctly and then failed. All derive from ``SolverError`` (a
 ``RuntimeError``) so callers can catch them together.
 """
+
+import os
+import sys
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class SolverError(RuntimeError):
@@ -20,3 +26,14 @@ class StepSizeUnderflowError(SolverError):
 
 class MaxStepsExceededError(SolverError):
     """The solve took more than ``max_num_steps`` steps."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that points at the first caller outside
+    the hyperode package (as seen from the function that calls ``warnings.warn``)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
+        frame = frame.f_back
+        level += 1
+    return level

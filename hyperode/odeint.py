@@ -13,6 +13,7 @@ adaptive integrator, and attaches gradients with respect to ``t``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import NonFiniteStateError
+from .errors import NonFiniteStateError, user_stacklevel
 from .solvers.adaptive import integrate_adaptive
 from .solvers.config import SolvePlan, resolve
 from .solvers.events import EventWatch
@@ -97,11 +98,15 @@ def solve(
             set on it as attributes (``callback_step``, ``callback_accept_step``,
             ``callback_reject_step``) are called as torchdiffeq calls them.
         y0: initial state, a floating or complex tensor of any shape or a tuple of them
-            (same dtype and device).
+            (same dtype and device); float32/float64 (complex64/complex128): half
+            precision is refused (README, "Errors and guarantees").
         t: output times, 1-D and strictly increasing or strictly decreasing;
             ``t[0]`` is the initial time. Time is handled in float64.
         rtol, atol: tolerances of adaptive methods, floats >= 0 or tensors
-            broadcastable to the state (for a tuple state, one per member).
+            broadcastable to the state (for a tuple state, one per member). Explicit
+            fixed-grid methods accept and ignore them (torchdiffeq's rule; the implicit
+            methods and ``implicit_adams`` use them for their iterations); a hypersolver
+            refuses any but the defaults (``ValueError``: they would be ignored).
         method: a name (``hyperode.METHODS``; ``None`` is dopri5), a
             ``ButcherTableau``, or any step method object
             (``hyperode.solvers.step.StepMethod``), e.g. a ``hyperode.hyper.HyperSolver``.
@@ -136,12 +141,14 @@ def solve(
     ``dy(t_i)/dt_i = f(t_i, y(t_i))`` and ``dy(t_i)/dt_0 = -(dy(t_i)/dy_0) f(t_0, y_0)``
     (this costs one extra evaluation of ``f`` per output time).
     """
+    check_func(func)
     check_y0(y0)
     layout = StateLayout(y0)
     t_tensor, t_list = check_t(t)
     if plan is None:
         plan = resolve(method, options, rtol, atol, layout, func=func)
     _check_complex(plan, layout)
+    check_bool("event_per_sample", event_per_sample)
     if event_fn is not None:
         if not callable(event_fn):
             raise ValueError(f"event_fn must be callable as event_fn(t, y), got {event_fn!r}")
@@ -159,7 +166,9 @@ def solve(
         stats.accepted_ts, stats.rejected_ts = [], []
     y0_flat = layout.flatten(y0)
 
-    t_grad = t_tensor.requires_grad and torch.is_grad_enabled()
+    # An external integrator (scipy) returns values without a graph: so does the solve,
+    # and backward() through it fails loudly instead of giving partial gradients.
+    t_grad = t_tensor.requires_grad and torch.is_grad_enabled() and plan.kind != "external"
     y_start = y0_flat
     if t_grad:  # y(t_i) moves by -(dy_i/dy_0) f0 dt_0: route that through y0
         with torch.no_grad():
@@ -174,6 +183,7 @@ def solve(
                            interp=plan.interp, f=f)
     grid_times: list[float] | None = None
     if plan.kind == "external":
+        _warn_if_gradient_expected(plan, y0_flat, t_tensor, func)
         ys = plan.method.integrate(f, y_start, t_list, plan.rtol, plan.atol, stats)
     elif plan.kind == "fixed":
         if watch is not None:
@@ -197,7 +207,7 @@ def solve(
         else:
             ys = integrate_adaptive(f, plan.method, y_start, t_list, plan.adaptive, stats,
                                     callbacks=callbacks)
-    ys[0] = y0_flat
+    ys[0] = y0_flat if plan.kind != "external" else y0_flat.detach()
 
     event_t = None
     if watch is not None:
@@ -232,9 +242,29 @@ def _tangent(t_i: Tensor, dtype: torch.dtype) -> Tensor:
 # --------------------------------------------------------------------------- checks
 
 
+HALF_DTYPES = (torch.float16, torch.bfloat16, torch.complex32)
+"""State dtypes refused by every entry point (README, "Errors and guarantees")."""
+
+
+def check_func(func: Any, name: str = "func") -> None:
+    """``ValueError`` unless ``func`` is callable as ``func(t, y)``."""
+    if not callable(func):
+        raise ValueError(f"{name} must be callable as {name}(t, y) returning dy/dt, got "
+                         f"{type(func).__name__}: {func!r}")
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``ValueError`` unless ``value`` is ``True`` or ``False`` (a string such as ``"no"``
+    would otherwise count as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_y0(y0: Any) -> None:
     """``ValueError`` naming ``y0`` (or ``y0[i]``) unless it is a tensor or a non-empty
-    tuple of tensors, floating or complex, finite, sharing dtype and device."""
+    tuple of tensors, floating or complex, not half precision, finite, sharing dtype and
+    device."""
     members = y0 if isinstance(y0, tuple) else (y0,)
     if isinstance(y0, tuple) and not y0:
         raise ValueError("y0 is an empty tuple; give a tensor or a tuple of tensors")
@@ -245,6 +275,15 @@ def check_y0(y0: Any) -> None:
                              f"got {type(m).__name__}")
         if not (m.is_floating_point() or m.is_complex()):
             raise ValueError(f"{name} must have a floating (or complex) dtype, got {m.dtype}")
+        if m.dtype in HALF_DTYPES:
+            raise ValueError(
+                f"{name} has dtype {m.dtype}: half-precision states are not supported "
+                f"(float16 keeps 11 significant bits and bfloat16 8, so the increments of "
+                f"small steps are rounded away and the error norm of adaptive steps "
+                f"underflows; torch's CPU kernels are slow or missing in half precision). "
+                f"Integrate in float32 ({name}.float()) and, for speed, run the network in "
+                f"half precision inside func (torch.autocast), returning dy/dt in float32"
+            )
         if m.dtype != members[0].dtype or m.device != members[0].device:
             raise ValueError(
                 f"the members of the tuple y0 must share dtype and device: y0[0] is "
@@ -289,6 +328,18 @@ def check_t(t: Any) -> tuple[Tensor, list[float]]:
     return t_tensor, values
 
 
+def _warn_if_gradient_expected(plan: SolvePlan, y0: Tensor, t: Tensor, func: Any) -> None:
+    if not torch.is_grad_enabled():
+        return
+    if y0.requires_grad or t.requires_grad or (
+            isinstance(func, torch.nn.Module) and any(p.requires_grad for p in func.parameters())):
+        warnings.warn(
+            f"method={plan.method.name!r} integrates outside autograd: its result is detached, "
+            f"so no gradient flows through the solve to y0, t or func's parameters. Use "
+            f"hyperode.odeint_adjoint(..., method={plan.method.name!r}) for gradients, or a "
+            f"torch method (e.g. dopri5)", UserWarning, stacklevel=user_stacklevel())
+
+
 def _flat_func(func: Callable, layout: StateLayout) -> Callable:
     """``func`` on the flat state, as torchdiffeq hands it to ``grid_constructor``."""
     if not layout.is_tuple:
@@ -297,6 +348,11 @@ def _flat_func(func: Callable, layout: StateLayout) -> Callable:
 
 
 def _check_complex(plan: SolvePlan, layout: StateLayout) -> None:
+    if sum(layout.numels) == 0 and getattr(plan.method, "implicit", False):
+        shapes = [tuple(s) for s in layout.shapes]
+        raise ValueError(f"y0 is empty (shape {shapes[0] if not layout.is_tuple else shapes}); "
+                         f"method {plan.method.name!r} solves equations for the state's "
+                         f"elements and needs at least one")
     if layout.dtype.is_complex and not getattr(plan.method, "complex_states", True):
         raise ValueError(f"y0 is complex ({layout.dtype}) but method {plan.method.name!r} "
                          f"cannot take complex states; use an explicit method (e.g. dopri5, "
@@ -394,11 +450,14 @@ def odeint_event(
     ``event_fn`` closes over tensors that require grad (plus one at ``t0`` when its
     output has several elements, for their initial signs).
     """
+    check_func(func)
     if not callable(event_fn):
         raise ValueError(f"event_fn must be callable as event_fn(t, y), got {event_fn!r}")
     if not callable(odeint_interface):
         raise ValueError(f"odeint_interface must be callable like hyperode.odeint, got "
                          f"{odeint_interface!r}")
+    check_bool("reverse_time", reverse_time)
+    check_bool("event_per_sample", event_per_sample)
     check_y0(y0)
     layout = StateLayout(y0)
     if layout.dtype.is_complex:
@@ -527,9 +586,10 @@ class _EventGradient(torch.autograd.Function):
         grad_y = grad_y.detach()
         grad_state = grad_y.clone()
         lambdas = torch.zeros(len(rule.times), dtype=y.dtype, device=y.device)
+        field = VectorField(rule.func, layout, context=" in odeint_event's backward pass")
         for tau, entries in rule.groups.items():
             with torch.no_grad():
-                f = layout.flatten(rule.func(rule.t(tau), layout.unflatten(y)))
+                f = field.at(rule.t(tau), y)
             with torch.enable_grad():
                 t_leaf = rule.t(tau, requires_grad=True)
                 y_leaf = y.clone().requires_grad_(True)

@@ -216,7 +216,8 @@ def test_plain_function_with_adjoint_params_works():
 @pytest.mark.parametrize(("adjoint_options", "adjoint_method", "match"), [
     (dict(norm="semi"), None, "unknown; use one of default, seminorm, state_seminorm"),
     (dict(norm=3), None, "must be a name or a callable"),
-    (dict(step_size=0.1, norm="seminorm"), "rk4", "no effect on a fixed-grid backward solve"),
+    (dict(step_size=0.1, norm="seminorm"), "rk4",
+     "no effect on a backward solve without error control"),
     (dict(bogus=1), None, "unknown option 'bogus'"),
     (dict(step_size=-1.0), "rk4", "step_size"),
     ("seminorm", None, "adjoint_options must be a dict"),

@@ -599,3 +599,20 @@ def test_no_grad_and_python_t0():
         t_ev, sol = odeint_event(Ball(), ball_y0(), 0.0, event_fn=lambda t, y: y[0] - 0.2)
     assert not t_ev.requires_grad and not sol.requires_grad
     assert abs(num(t_ev) - fall_time(10.0, 0.0, 9.8, 0.2)) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_event_function_that_jumps_to_zero_fires_at_the_jump(method):
+    """torchdiffeq's learn_physics example stops at a final time T with an event function
+    that is positive before T and exactly 0 after it: the event is at T, not at the end of
+    the step that first sees the zero."""
+    T = 0.7371
+
+    def event_fn(t, y):
+        return torch.zeros_like(t) if t > T else torch.ones_like(t)
+
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    event_t, sol = hyperode.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0],
+                                   dtype=torch.float64), event_fn=event_fn, method=method)
+    assert float(event_t) == pytest.approx(T, abs=1e-12)
+    assert float(sol[-1]) == pytest.approx(math.exp(-T), rel=1e-6)

@@ -463,3 +463,22 @@ def test_adjoint_tuple_state_and_backward_stats():
                                           atol=1e-12)), (x0, v0, *params))
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_cuda_state_stays_on_its_device(dtype):
+    devices = set()
+
+    def f(t, y):
+        devices.add((t.device.type, y.device.type))
+        return y @ A.T.to(y)
+
+    y0 = Y0.to("cuda", dtype)
+    rtol = torch.full((2,), 1e-7, dtype=dtype, device="cuda")
+    ys = odeint(f, y0, _t(False).to("cuda", dtype), method="scipy_solver", rtol=rtol,
+                atol=1e-9)
+    assert ys.device.type == "cuda" and ys.dtype == dtype and devices == {("cuda", "cuda")}
+    ref = odeint(f, Y0.to(dtype), _t(False).to(dtype), method="scipy_solver", rtol=1e-7,
+                 atol=1e-9)
+    torch.testing.assert_close(ys.cpu(), ref)

@@ -17,80 +17,70 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
-from ..cli import int_arg, list_arg, positive_int_arg
+from ..cli import _FLAGS as _TRAIN_FLAGS
+from ..cli import EXIT_INTERRUPTED, guarded, int_arg, list_arg, positive_int_arg
 
 _ADAPT_FLAGS = {"every": "--adapt-every", "threshold": "--threshold",
                 "max_steps": "--max-steps", "factor": "--factor",
                 "test_method": "--test-method", "initial_tol": "--initial-tol"}
+_ODENESS_FLAGS = {"model": "--model", "out": "--out", "threshold": "--threshold",
+                  "batch_size": "--batch-size", "reference": "--reference",
+                  "device": "--device"}
 
 
+@guarded(_ODENESS_FLAGS)
 def _odeness(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..experiments import CheckpointError, ConfigError
+    from ..experiments.config import ConfigError
     from ..experiments.trained import load_run
     from .report import solver_independence_report
 
-    parser: argparse.ArgumentParser = args.parser
-    try:
-        run = load_run(args.model, device=args.device or "cpu", argument="model")
-        out = Path(args.out) if args.out else run.run_dir / "odeness"
-        report = solver_independence_report(run.model, run.split, run.solver,
-                                            threshold=args.threshold, out_dir=out,
-                                            batch_size=args.batch_size,
-                                            reference=args.reference)
-    except ConfigError as e:
-        parser.error(f"argument --{e.field.replace('_', '-')}: {e.detail}")
-    except CheckpointError as e:
-        print(f"{parser.prog}: error: argument --model: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
-        parser.error(f"argument --model: {e}")
+    run = load_run(args.model, device=args.device or "cpu", argument="model")
+    out = Path(args.out) if args.out else run.run_dir / "odeness"
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{str(out)!r} exists and is not a folder")
+    report = solver_independence_report(run.model, run.split, run.solver,
+                                        threshold=args.threshold, out_dir=out,
+                                        batch_size=args.batch_size,
+                                        reference=args.reference)
     print(report.table())
     print(f"wrote {out / 'odeness.png'}, {out / 'odeness.json'}, {out / 'odeness.md'}")
     return 0
 
 
+@guarded({**_TRAIN_FLAGS, **_ADAPT_FLAGS})
 def _adapt(args: argparse.Namespace) -> int:
     from .. import cli as main_cli
-    from ..experiments import CheckpointError, ConfigError, build_solver, resolve_config, train
+    from ..experiments import ConfigError, build_solver, resolve_config, train
     from ..solvers.config import method_kind
     from ..solvers.methods import METHODS
     from .step_adaptation import StepAdaptation
     from .tolerance_adaptation import ToleranceAdaptation
 
-    parser: argparse.ArgumentParser = args.parser
-    flags = {**main_cli._FLAGS, **_ADAPT_FLAGS}
-    try:
-        config = main_cli.train_config_from_args(args)
-        if (args.adapt == "step" and config.method in METHODS
-                and method_kind(config.method) == "fixed"
-                and config.step_size is None and config.num_steps is None):
-            config = config.replace(num_steps=1)  # replaced by the starting step
-        solver = build_solver(resolve_config(config))
-        if args.adapt == "step":
-            if not solver.is_fixed:
-                raise ConfigError("method", f"--adapt step needs a fixed-step method (euler, "
-                                            f"midpoint, rk4), got {solver.describe()!r}")
-            callback = StepAdaptation(every=args.adapt_every, threshold=args.threshold,
-                                      max_steps=args.max_steps, factor=args.factor,
-                                      test_method=args.test_method)
-        else:
-            if solver.is_fixed:
-                raise ConfigError("method", f"--adapt tolerance needs an adaptive method "
-                                            f"(fehlberg2, dopri5) without a grid, got "
-                                            f"{solver.describe()!r}")
-            callback = ToleranceAdaptation(every=args.adapt_every, threshold=args.threshold,
-                                           initial_tol=args.initial_tol)
-        result = train(config, callbacks=[callback], handle_signals=True)
-    except ConfigError as e:
-        parser.error(f"argument {flags.get(e.field, '--' + e.field)}: {e.detail}")
-    except (FileNotFoundError, CheckpointError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 130 if result.results.get("status") == "interrupted" else 0
+    config = main_cli.train_config_from_args(args)
+    if (args.adapt == "step" and config.method in METHODS
+            and method_kind(config.method) == "fixed"
+            and config.step_size is None and config.num_steps is None):
+        config = config.replace(num_steps=1)  # replaced by the starting step
+    solver = build_solver(resolve_config(config))
+    if args.adapt == "step":
+        if not solver.is_fixed:
+            raise ConfigError("method", f"--adapt step needs a fixed-step method (euler, "
+                                        f"midpoint, rk4), got {solver.describe()!r}")
+        callback = StepAdaptation(every=args.adapt_every, threshold=args.threshold,
+                                  max_steps=args.max_steps, factor=args.factor,
+                                  test_method=args.test_method)
+    else:
+        if solver.is_fixed:
+            raise ConfigError("method", f"--adapt tolerance needs an adaptive method "
+                                        f"(fehlberg2, dopri5) without a grid, got "
+                                        f"{solver.describe()!r}")
+        callback = ToleranceAdaptation(every=args.adapt_every, threshold=args.threshold,
+                                       initial_tol=args.initial_tol)
+    result = train(config, callbacks=[callback], handle_signals=True)
+    return EXIT_INTERRUPTED if result.results.get("status") == "interrupted" else 0
 
 
 GRID_EPILOG = """\
@@ -109,10 +99,11 @@ accuracy, for every seed. The folder (--out) gets config.json, results.json (eve
 run's figures), grid.md (the table, also printed) and grid.png.
 """
 
-#: run_grid's argument names (the text before ": " of its errors) -> flags.
-_GRID_FLAGS = {"steps": "--steps", "tolerances": "--tolerances", "seeds": "--seeds",
-               "threshold": "--threshold", "out": "--out", "method": "--solver",
-               "task": "--task"}
+#: run_grid's argument names (the text before ": " of its errors, ConfigError fields)
+#: -> flags.
+_GRID_FLAGS = {**_TRAIN_FLAGS, "steps": "--steps", "tolerances": "--tolerances",
+               "seeds": "--seeds", "threshold": "--threshold", "out": "--out",
+               "method": "--solver", "task": "--task"}
 
 
 
@@ -143,9 +134,8 @@ def _above(limit: float):  # -> Callable[[str], float]
     return _float_in(limit)
 
 
+@guarded(_GRID_FLAGS)
 def _grid(args: argparse.Namespace) -> int:
-    from .. import cli as main_cli
-    from ..experiments import ConfigError
     from ..experiments.runs import default_run_dir
     from .grid import ADAPTIVE_METHODS, FIXED_METHODS, run_grid
     parser: argparse.ArgumentParser = args.parser
@@ -159,23 +149,10 @@ def _grid(args: argparse.Namespace) -> int:
                ("dim", "model", "data_dir", "n_train", "n_test", "batch_size", "lr", "device",
                 "threads") if getattr(args, name) is not None}
     out = args.out or str(default_run_dir(f"grid-{args.task}-{args.solver}"))
-    try:
-        result = run_grid(args.task, args.solver, steps=args.steps, tolerances=args.tolerances,
-                          seeds=args.seeds, iterations=args.iterations,
-                          threshold=args.threshold, train_options=options, out=out,
-                          keep_runs=args.keep_runs, log=None if args.quiet else print)
-    except ConfigError as e:
-        flags = {**main_cli._FLAGS, "method": "--solver"}
-        parser.error(f"argument {flags.get(e.field, '--' + e.field)}: {e.detail}")
-    except FileNotFoundError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:
-        name, _, detail = str(e).partition(": ")
-        if name not in _GRID_FLAGS:  # not an argument's fault: report it as it is
-            print(f"{parser.prog}: error: {e}", file=sys.stderr)
-            return 1
-        parser.error(f"argument {_GRID_FLAGS[name]}: {detail}")
+    result = run_grid(args.task, args.solver, steps=args.steps, tolerances=args.tolerances,
+                      seeds=args.seeds, iterations=args.iterations,
+                      threshold=args.threshold, train_options=options, out=out,
+                      keep_runs=args.keep_runs, log=None if args.quiet else print)
     print(result.table())
     print(f"wrote {out}/results.json, grid.md, grid.png")
     return 0

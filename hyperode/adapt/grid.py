@@ -335,7 +335,7 @@ def run_grid(task: str = "spheres", method: str = "euler", *,
     import torch
 
     from ..experiments import TrainConfig, build_solver, resolve_config, train
-    from ..experiments.runs import atomic_write_json
+    from ..experiments.runs import atomic_write_json, remove_stale_temp_files
     from ..experiments.tasks import CLASSIFICATION, PRESETS, load_split
     from ..experiments.train import versions
 
@@ -359,6 +359,8 @@ def run_grid(task: str = "spheres", method: str = "euler", *,
     if keep_runs and out is None:
         raise ValueError("keep_runs: needs out (the folder the runs are kept in)")
     out_dir = None if out is None else Path(out)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out: {str(out_dir)!r} exists and is not a folder")
     if out_dir is not None and (out_dir / RESULTS_FILE).exists():
         raise ValueError(f"out: {str(out_dir)!r} already holds a grid result "
                          f"({RESULTS_FILE}); choose another folder")
@@ -386,7 +388,12 @@ def run_grid(task: str = "spheres", method: str = "euler", *,
                          if k not in ("seed", "out", "num_steps", "rtol", "atol")},
     }
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"out: cannot create {str(out_dir)!r} ({e.strerror or e})") \
+                from None
+        remove_stale_temp_files(out_dir, (CONFIG_FILE, RESULTS_FILE))
         atomic_write_json(out_dir / CONFIG_FILE, config)
 
     runs: list[dict[str, Any]] = []
@@ -429,12 +436,19 @@ def _one_run(cfg: Any, value: float, seed: int, kind: str, split: Any, threshold
              on_run: Callable[..., dict[str, Any]] | None) -> dict[str, Any]:
     """Train one grid point and evaluate it with the report."""
     from ..experiments.odes import neural_odes
+    from ..experiments.train import TrainingDivergedError
 
     t0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) if keep_in is None else keep_in / "runs"
         run_dir = root / f"{cfg.method}-{_label(kind, value)}-seed{seed}"
-        result = train(cfg.replace(out=str(run_dir)), split=split)
+        try:
+            result = train(cfg.replace(out=str(run_dir)), split=split)
+        except TrainingDivergedError as e:
+            kept = "" if keep_in else " (that run folder was temporary: --keep-runs keeps it)"
+            raise TrainingDivergedError(
+                f"grid run {cfg.method} {_label(kind, value)} seed={seed}: {e}{kept}",
+                iteration=e.iteration, checkpoint=e.checkpoint if keep_in else None) from e
     cpu_train = time.process_time() - t0
     solver = build_solver(cfg)
     t0 = time.process_time()

@@ -8,8 +8,10 @@ arguments.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +23,16 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_dir(name: str, value: object) -> Path:
+    """``value`` as a ``Path`` if it is a ``str`` or ``os.PathLike``; else ``ValueError``
+    (rather than ``TypeError`` from deep inside ``pathlib``). Existence is checked by the
+    readers, which raise ``FileNotFoundError`` listing what they looked for."""
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or value == "":
+        raise ValueError(f"{name} must be a folder path (str or os.PathLike), got "
+                         f"{type(value).__name__}: {value!r}")
+    return Path(value)
 
 
 def check_seed(seed: object) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_dir
 from .safe_pickle import safe_load
 from .split import Split
 
@@ -32,7 +33,7 @@ def find_cifar10_dir(data_dir: str | Path) -> Path:
 
     Raises ``FileNotFoundError`` naming the missing files when neither holds them all.
     """
-    root = Path(data_dir)
+    root = check_dir("data_dir", data_dir)
     names = CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES
     missing_per_dir = []
     for sub in CIFAR10_SUBDIRS:

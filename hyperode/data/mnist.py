@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import check_dir
 from .split import Split
 
 #: The four standard file names (each may also carry a ``.gz`` suffix).
@@ -41,7 +42,7 @@ def find_mnist_file(data_dir: str | Path, name: str) -> Path:
 
     Raises ``FileNotFoundError`` listing every path looked for.
     """
-    root = Path(data_dir)
+    root = check_dir("data_dir", data_dir)
     looked = []
     for sub in MNIST_SUBDIRS:
         for candidate in (name, name + ".gz"):

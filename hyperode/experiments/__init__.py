@@ -9,7 +9,7 @@ from .callbacks import Callback, CallbackList, TrainState
 from .config import ConfigError, TrainConfig, build_solver, resolve_config
 from .runs import CheckpointError, load_checkpoint, read_metrics, save_checkpoint
 from .tasks import PRESETS, TaskPreset
-from .train import TrainResult, train, versions
+from .train import TrainingDivergedError, TrainResult, train, versions
 
 __all__ = [
     "PRESETS",
@@ -21,6 +21,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TrainingDivergedError",
     "build_solver",
     "load_checkpoint",
     "read_metrics",

@@ -23,7 +23,16 @@ DEVICES = ("cpu", "cuda")
 
 #: Fields a resumed run may change; any other difference from the saved run is an error.
 RESUME_OVERRIDABLE = frozenset({"quiet", "eval_every", "checkpoint_every", "plots", "out",
-                                "resume", "device", "eval_batch_size", "threads"})
+                                "resume", "device", "eval_batch_size", "threads",
+                                "max_steps_per_solve"})
+
+#: Divergence guard of training solves (``max_steps_per_solve=None``): a solve may take
+#: at most ``min(MAX_STEPS_PER_SOLVE, max(NFE_EXPLOSION_FLOOR, NFE_EXPLOSION_FACTOR x the
+#: most steps any earlier iteration's adaptive solve took))`` steps; before the first
+#: iteration, and for fixed grids, ``MAX_STEPS_PER_SOLVE``.
+MAX_STEPS_PER_SOLVE = 10_000
+NFE_EXPLOSION_FACTOR = 50
+NFE_EXPLOSION_FLOOR = 100
 
 
 class ConfigError(ValueError):
@@ -63,6 +72,17 @@ class TrainConfig:
         for their tiny tensors on a busy 2-core machine; ``None`` = torch's default),
         out (run folder), resume, quiet, eval_every, eval_batch_size, checkpoint_every,
         plots.
+    Guards:
+        max_steps_per_solve: the most steps (attempted, as ``max_num_steps`` counts
+            them) one solve may take while training (forward, adjoint backward, test
+            evaluation). ``None`` (default): ``MAX_STEPS_PER_SOLVE`` = 10 000, and a
+            training solve of an adaptive method may also take at most
+            ``NFE_EXPLOSION_FACTOR`` = 50 times the steps of the longest solve of the
+            earlier iterations (at least ``NFE_EXPLOSION_FLOOR`` = 100): a diverging
+            model whose NFE explodes stops within one iteration. An integer sets one
+            fixed cap instead. Exceeding it stops the run (``TrainingDivergedError``)
+            after writing a checkpoint of the state the failing iteration started from.
+            A resumed run may change it.
     """
 
     task: str = "spheres"
@@ -97,6 +117,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     checkpoint_every: int | None = None
     plots: bool = True
+    max_steps_per_solve: int | None = None
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied (not re-validated; call ``resolve_config``)."""
@@ -168,7 +189,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if cfg.model not in preset.models:
         raise ConfigError("model", f"task {cfg.task!r} has models {', '.join(preset.models)}; "
                                    f"got {cfg.model!r}")
-    _require_int(cfg, "dim", 1)
+    _require_int(cfg, "dim", 2 if cfg.task == "spheres" else 1)
     if cfg.task == "cnf2d" and cfg.density not in DENSITIES:
         raise ConfigError("density", f"must be one of {', '.join(DENSITIES)}, got "
                                      f"{cfg.density!r}")
@@ -186,6 +207,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         _require_int(cfg, name, 1)
     if cfg.threads is not None:
         _require_int(cfg, "threads", 1)
+    if cfg.max_steps_per_solve is not None:
+        _require_int(cfg, "max_steps_per_solve", 1)
     _require_real(cfg, "lr", positive=True)
     _require_real(cfg, "lr_min", positive=False)
     if cfg.lr_min > cfg.lr:

@@ -142,13 +142,32 @@ def load_hypersolver(hyper_dir: str | Path, *, argument: str = "hyper") -> tuple
         if not (hyper_dir / name).is_file():
             raise ConfigError(argument, f"{str(hyper_dir)!r} has no {name}; give a folder "
                                         f"written by hyperode hyper fit")
-    config = json.loads((hyper_dir / runs.CONFIG_FILE).read_text())
-    if config.get("format") != HYPER_FORMAT:
-        raise ConfigError(argument, f"{str(hyper_dir / runs.CONFIG_FILE)!r} is not a "
-                                    f"hypersolver configuration")
-    g = build_hypernet(config["net"])
-    runs.load_weights(hyper_dir / HYPER_WEIGHTS, g)
-    hyper = HyperSolver(config["base"], g)
+    config_path = hyper_dir / runs.CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise ConfigError(argument, f"{str(config_path)!r} is not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != HYPER_FORMAT:
+        raise ConfigError(argument, f"{str(config_path)!r} is not a hypersolver "
+                                    f"configuration (format {HYPER_FORMAT!r})")
+    missing = [k for k in ("base", "net", "steps") if k not in config]
+    if missing:
+        raise ConfigError(argument, f"{str(config_path)!r} lacks the key(s) "
+                                    f"{', '.join(missing)}")
+    try:
+        g = build_hypernet(config["net"])
+        hyper = HyperSolver(config["base"], g)
+        _check_fit_steps(config["steps"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(argument, f"{str(config_path)!r} does not describe a hypersolver "
+                                    f"({type(e).__name__}: {e})") from None
+    weights = hyper_dir / HYPER_WEIGHTS
+    try:
+        runs.load_weights(weights, g)
+    except Exception as e:  # a torn file (SafetensorError) or another architecture
+        raise ConfigError(argument, f"cannot load {str(weights)!r} into the hypersolver of "
+                                    f"{str(config_path)!r} ({type(e).__name__}: "
+                                    f"{' '.join(str(e).split())})") from None
     hyper.eval()
     for p in hyper.parameters():
         p.requires_grad_(False)
@@ -247,7 +266,7 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler",
     loaded = load_trained_model(run_dir, device=device)
     label = _steps_label(steps)
     out = Path(out) if out is not None else loaded.run_dir / f"hyper-{base_name}-K{label}"
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out, (runs.CONFIG_FILE, runs.RESULTS_FILE, HYPER_WEIGHTS))
     runs.seed_everything(seed)
     z_all = loaded.initial_states(loaded.split.x_train.to(device))
     n_val = min(validation_size, max(1, len(z_all) // 5))
@@ -400,7 +419,7 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
     hyper, hyper_cfg = load_hypersolver(hyper_dir)
     hyper.to(device)
     out = Path(out) if out is not None else Path(hyper_dir) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
+    _make_out(out, (runs.RESULTS_FILE,))
     split = loaded.split
     z0 = loaded.initial_states(split.x_test.to(device))
     ev = _Evaluator(loaded, z0, split.y_test.to(device), min(timing_batch, len(z0)), warmup,
@@ -455,6 +474,23 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
         print(format_results(results))
         print(f"  results and plots in {out}")
     return results
+
+
+def _make_out(out: Path, names: tuple[str, ...]) -> None:
+    """Create the output folder ``out`` (``ConfigError`` naming ``out`` if it cannot be)
+    and remove temporary files an interrupted earlier write left there."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", f"{str(out)!r} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("out", f"cannot create {str(out)!r} ({e.strerror or e})") from None
+    removed = runs.remove_stale_temp_files(out, names)
+    if removed:
+        import sys
+
+        print(f"hyperode: removed {len(removed)} stale temporary file(s) left in {out} by an "
+              f"interrupted write: {', '.join(removed)}", file=sys.stderr)
 
 
 def _check_method(name: str) -> None:
@@ -610,8 +646,11 @@ def replot(results_path: str | Path, out: str | Path | None = None) -> list[str]
     if not path.is_file():
         raise ConfigError("results", f"{str(path)!r} does not exist; give an evaluation "
                                      f"folder or its results.json (hyperode hyper eval)")
-    results = json.loads(path.read_text())
-    if "rows" not in results or "pareto" not in results:
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError("results", f"{str(path)!r} is not valid JSON ({e})") from None
+    if not isinstance(results, dict) or "rows" not in results or "pareto" not in results:
         raise ConfigError("results", f"{str(path)!r} is not a hypersolver evaluation")
     made, errors = write_pareto_plots(results, out if out is not None else path.parent)
     if errors:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import Split, load_task
 from ..nn import SolverConfig, architectures
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 
 CLASSIFICATION = "classification"
 DENSITY = "density"
@@ -100,6 +100,23 @@ def load_split(cfg: TrainConfig) -> Split:
     """The task's data (``hyperode.data.load_task``)."""
     return load_task(cfg.task, dim=cfg.dim, density=cfg.density, data_dir=cfg.data_dir,
                      n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.data_seed)
+
+
+def load_split_checked(cfg: TrainConfig) -> Split:
+    """The task's data; a file that cannot be read or an impossible size is a
+    ``ConfigError`` naming the argument (``data_dir`` for the file tasks)."""
+    try:
+        return load_split(cfg)
+    except (OSError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        if PRESETS[cfg.task].needs_data_dir and (isinstance(e, OSError)
+                                                 or str(cfg.data_dir) in str(e)):
+            raise ConfigError("data_dir", message) from None
+        head = message.replace("=", " ").split(" ", 1)[0]
+        field = head if head in TrainConfig.__dataclass_fields__ else "task"
+        raise ConfigError(field, message) from None
 
 
 def build_model(cfg: TrainConfig, split: Split, solver: SolverConfig) -> nn.Module:

@@ -15,6 +15,15 @@ iteration's record. Checkpoints are written atomically every ``checkpoint_every`
 iterations and at the end; ``resume=True`` continues from the last one and reaches
 the same weights and metrics as an uninterrupted run. Under ``torchrun`` the model is
 wrapped in ``DistributedDataParallel`` and rank 0 alone writes files.
+
+Guards: every solve of a training run is capped (``TrainConfig.max_steps_per_solve``;
+by default 10 000 steps, and 50x the longest earlier adaptive training solve). A
+non-finite loss or gradient, a solver failure or a solve over its cap stops the run
+with ``TrainingDivergedError`` naming the iteration and what to try, after writing a
+checkpoint of the state that iteration started from (the bad optimiser step is never
+taken), so ``resume=True`` continues from there. A damaged run folder raises
+``CheckpointError`` before anything in it is written; stale temporary files of
+interrupted writes are removed when a run starts in its folder.
 """
 
 from __future__ import annotations
@@ -41,10 +50,21 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import Split
+from ..errors import MaxStepsExceededError, SolverError
 from ..nn import SolverConfig
 from . import runs
 from .callbacks import Batch, Callback, TrainState, as_callback_list
-from .config import ConfigError, TrainConfig, build_solver, check_resume_compatible, resolve_config
+from .config import (
+    MAX_STEPS_PER_SOLVE,
+    NFE_EXPLOSION_FACTOR,
+    NFE_EXPLOSION_FLOOR,
+    RESUME_OVERRIDABLE,
+    ConfigError,
+    TrainConfig,
+    build_solver,
+    check_resume_compatible,
+    resolve_config,
+)
 from .distributed import (
     BatchPlan,
     DistContext,
@@ -62,11 +82,23 @@ from .odes import (
     solver_to_dict,
     using_solver,
 )
-from .tasks import CLASSIFICATION, DENSITY, PRESETS, build_model, load_split
+from .tasks import CLASSIFICATION, DENSITY, PRESETS, build_model, load_split_checked
 
-CHECKPOINT_FORMAT = "hyperode.train/1"
+CHECKPOINT_FORMAT = runs.TRAIN_CHECKPOINT_FORMAT
 _EVAL_SEED_OFFSET = 1_000_003  # evaluation draws (e.g. Hutchinson probes) from its own stream
 _TIMING_KEYS = ("iter_time", "wall_time", "eval_time")
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training stopped: a non-finite loss or gradient, a failed solve or a solve over
+    its step cap (``TrainConfig.max_steps_per_solve``). The message names the iteration,
+    what happened, the checkpoint written (``checkpoint``: the state the failing
+    iteration started from, or ``None``) and what to try."""
+
+    def __init__(self, message: str, *, iteration: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -102,8 +134,14 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] | Callback | None =
             checkpoint and return (a second Ctrl-C aborts at once). The CLI sets it.
 
     Raises:
-        ConfigError: a bad configuration value (names the field).
-        hyperode.experiments.runs.CheckpointError: an unreadable or unsafe checkpoint.
+        ConfigError: a bad configuration value (names the field), also a data set that
+            cannot be read (``data_dir``) or ``resume`` with nothing to resume.
+        hyperode.experiments.runs.CheckpointError: a damaged run folder: an unreadable,
+            unsafe or incomplete checkpoint, a corrupt ``config.json`` or
+            ``metrics.jsonl`` (nothing in the folder is written or deleted then).
+        TrainingDivergedError: a non-finite loss or gradient, a failed solve or a solve
+            over its step cap; a checkpoint of the state before the failing iteration
+            has been written.
     """
     requested = config
     cfg = resolve_config(requested)
@@ -175,16 +213,30 @@ class _Trainer:
                  split: Split | None) -> None:
         self.ctx, self.device, self.callbacks = ctx, device, callbacks
         self.stop_flag = _StopFlag()
+        self.created_dirs: list[Path] = []
         self.run_dir, checkpoint_path = self._choose_run_dir(cfg)
+        try:
+            self._set_up(cfg, requested, ctx, device, model, split, checkpoint_path)
+        except BaseException:
+            self._remove_created_dirs()
+            raise
+
+    def _set_up(self, cfg: TrainConfig, requested: TrainConfig, ctx: DistContext,
+                device: torch.device, model: nn.Module | None, split: Split | None,
+                checkpoint_path: Path | None) -> None:
         payload = None
+        self.parsed: dict[str, Any] = {}
         if checkpoint_path is not None:
             payload = runs.load_checkpoint(checkpoint_path, map_location="cpu")
-            if payload.get("format") != CHECKPOINT_FORMAT:
-                raise runs.CheckpointError(f"{checkpoint_path} is not a hyperode training "
-                                           f"checkpoint (format {payload.get('format')!r})")
-            saved = TrainConfig.from_dict(json.loads(payload["config"]))
+            self.parsed = runs.check_train_checkpoint(payload, checkpoint_path)
+            saved = _saved_config(self.parsed["config"], checkpoint_path)
+            if ctx.is_main:
+                _check_config_file(self.run_dir / runs.CONFIG_FILE, saved)
+                runs.check_metrics_log(self.run_dir / runs.METRICS_FILE,
+                                       int(payload["iteration"]))
             cfg = resolve_config(check_resume_compatible(saved, requested)
                                  .replace(device=cfg.device, out=str(self.run_dir)))
+        self.checkpoint_path = self.run_dir / runs.CHECKPOINT_FILE
         self.cfg = cfg.replace(out=str(self.run_dir))
         self.show = ctx.is_main and not cfg.quiet
         self.kind = PRESETS[cfg.task].kind if split is None else (
@@ -192,7 +244,7 @@ class _Trainer:
         self.custom_model = model is not None
 
         runs.seed_everything(cfg.seed)
-        self.split = load_split(cfg) if split is None else split
+        self.split = load_split_checked(cfg) if split is None else split
         self.features = int(np.prod(self.split.input_shape))
         solver = build_solver(cfg)
         self.model = build_model(cfg, self.split, solver) if model is None else model
@@ -204,6 +256,10 @@ class _Trainer:
             for node in neural_odes(self.model):
                 node.sensitivity = "adjoint" if cfg.adjoint else "autograd"
         self.model.to(device)
+        self.nodes = neural_odes(self.model)
+        self.guard_steps: int | None = None  # longest adaptive training solve so far
+        self._capped: dict[tuple[SolverConfig, int, bool], SolverConfig] = {}
+        self._fixed: dict[SolverConfig, bool] = {}
         self.objective = Objective(self.model, self.kind)
         self.train_objective: nn.Module = self.objective
         if ctx.enabled:
@@ -225,12 +281,26 @@ class _Trainer:
         self.elapsed_before = 0.0
         self.train_time_before = 0.0
         if payload is not None:
-            self._restore(payload)
+            try:
+                self._restore(payload)
+            except ConfigError:
+                raise  # a callback refusing other settings: the caller's argument
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+                raise runs.CheckpointError(
+                    f"{str(checkpoint_path)!r} does not fit this run's model, optimiser or "
+                    f"callbacks ({runs._first_line(e)})") from None
         else:
             # Training randomness (dropout, Hutchinson probes) per rank, after the model's
             # initialisation (which used ``seed`` alone and is the same on every rank).
             torch.manual_seed(cfg.seed * 7919 + 1 + ctx.rank)
         self.resumed_from = None if payload is None else int(payload["iteration"])
+        self.removed_tmp: list[str] = []
+        if ctx.is_main:  # the folder is vetted: now clean up after interrupted writes
+            self.removed_tmp = runs.remove_stale_temp_files(self.run_dir)
+            if self.removed_tmp:
+                print(f"hyperode: removed {len(self.removed_tmp)} stale temporary file(s) "
+                      f"left in {self.run_dir} by an interrupted write: "
+                      f"{', '.join(self.removed_tmp)}", file=sys.stderr)
 
     # ------------------------------------------------------------------ run folder
 
@@ -242,19 +312,35 @@ class _Trainer:
                 if cfg.out is not None:
                     path = Path(cfg.out)
                 elif cfg.resume:
-                    path = runs.latest_run_dir(cfg.task) or runs.default_run_dir(cfg.task)
+                    found = runs.latest_run_dir(cfg.task)
+                    if found is None:
+                        raise ConfigError("resume", f"there is no run to resume: no folder "
+                                                    f"runs/{cfg.task}-* holds a "
+                                                    f"{runs.CHECKPOINT_FILE}; give the run "
+                                                    f"folder with --out, or drop --resume")
+                    path = found
                 else:
                     path = runs.default_run_dir(cfg.task)
                 ckpt = path / runs.CHECKPOINT_FILE
+                if path.exists() and not path.is_dir():
+                    raise ConfigError("out", f"{str(path)!r} exists and is not a folder")
                 if ckpt.exists() and not cfg.resume:
                     raise ConfigError("out", f"{str(path)!r} already holds a run "
                                              f"({runs.CHECKPOINT_FILE}); resume it with "
                                              f"resume=True (--resume) or choose another folder")
-                if path.exists() and not path.is_dir():
-                    raise ConfigError("out", f"{str(path)!r} exists and is not a folder")
-                path.mkdir(parents=True, exist_ok=True)
-                decision = (str(path), str(ckpt) if cfg.resume and ckpt.exists() else None,
-                            None)
+                if cfg.resume and not ckpt.is_file():
+                    what = "does not exist" if not path.exists() else \
+                        f"holds no {runs.CHECKPOINT_FILE}"
+                    raise ConfigError("resume", f"there is nothing to resume: {str(path)!r} "
+                                                f"{what}; start the run without --resume")
+                missing = [p for p in (path, *path.parents) if not p.exists()]
+                try:
+                    path.mkdir(parents=True, exist_ok=True)
+                    self.created_dirs = missing
+                except OSError as e:
+                    raise ConfigError("out", f"cannot create the run folder {str(path)!r} "
+                                             f"({e.strerror or e})") from None
+                decision = (str(path), str(ckpt) if cfg.resume else None, None)
             except (ConfigError, OSError) as e:
                 decision = ("", None, f"{type(e).__name__}|{getattr(e, 'field', '')}|{e}")
         decision = self.ctx.broadcast_object(decision)
@@ -267,9 +353,16 @@ class _Trainer:
             raise OSError(message)
         return Path(path), None if ckpt is None else Path(ckpt)
 
+    def _remove_created_dirs(self) -> None:
+        """Set-up failed: remove the (still empty) folders this run created."""
+        for folder in self.created_dirs:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only succeeds while empty
+
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint_payload(self, rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+    def _checkpoint_payload(self, rng_states: list[dict[str, Any]],
+                            callbacks_json: str | None = None) -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.state.iteration,
@@ -280,18 +373,20 @@ class _Trainer:
             "rng": rng_states,
             "world_size": self.ctx.world_size,
             "solvers": json.dumps([solver_to_dict(n.solver) for n in neural_odes(self.model)]),
-            "callbacks": json.dumps(self.callbacks.state_dict()),
+            "callbacks": callbacks_json if callbacks_json is not None
+            else json.dumps(self.callbacks.state_dict()),
             "eval_metrics": json.dumps(self.state.eval_metrics),
             "elapsed": self._elapsed(),
             "train_time": self.train_time,
             "versions": json.dumps(versions()),
+            "guard": json.dumps({"max_adaptive_steps": self.guard_steps}),
         }
 
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self, callbacks_json: str | None = None) -> None:
         rng_states = self.ctx.all_gather_object(runs.capture_rng_state())
         if self.ctx.is_main:
-            runs.save_checkpoint(self.run_dir / runs.CHECKPOINT_FILE,
-                                 self._checkpoint_payload(rng_states))
+            runs.save_checkpoint(self.checkpoint_path,
+                                 self._checkpoint_payload(rng_states, callbacks_json))
         self.ctx.barrier()
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -313,6 +408,8 @@ class _Trainer:
         self.callbacks.load_state_dict(json.loads(payload["callbacks"]))
         self.elapsed_before = float(payload["elapsed"])
         self.train_time_before = float(payload["train_time"])
+        steps = self.parsed.get("guard", {}).get("max_adaptive_steps")
+        self.guard_steps = int(steps) if isinstance(steps, int) and steps > 0 else None
         rng = payload["rng"]
         if len(rng) != self.ctx.world_size:
             warnings.warn(f"the checkpoint was written by {len(rng)} process(es), this run has "
@@ -335,7 +432,7 @@ class _Trainer:
         model.eval()
         try:
             with torch.random.fork_rng(devices=cuda), torch.no_grad(), \
-                    using_solver(model, solver):
+                    using_solver(model, solver), self._solve_caps(self._hard_cap()):
                 torch.manual_seed(self.cfg.seed + _EVAL_SEED_OFFSET)
                 bar = tqdm(starts, desc=desc, leave=False, dynamic_ncols=True,
                            disable=not self.show or desc is None or len(starts) < 2)
@@ -370,45 +467,184 @@ class _Trainer:
         on = self.device if self.ctx.backend == "nccl" else torch.device("cpu")
         return self.ctx.all_reduce_sum(values.to(on)).cpu()
 
+    # ------------------------------------------------------------------ guards
+
+    def _hard_cap(self) -> int:
+        """The most steps any solve of this run may take."""
+        return self.cfg.max_steps_per_solve or MAX_STEPS_PER_SOLVE
+
+    def _training_cap(self) -> tuple[int, str]:
+        """The step cap of this iteration's training solves and which cap it is
+        (``"explicit"``, ``"default"`` or ``"explosion"``)."""
+        hard = self._hard_cap()
+        if self.cfg.max_steps_per_solve is not None:
+            return hard, "explicit"
+        if self.guard_steps is None:
+            return hard, "default"
+        relative = max(NFE_EXPLOSION_FLOOR, NFE_EXPLOSION_FACTOR * self.guard_steps)
+        return (hard, "default") if relative >= hard else (relative, "explosion")
+
+    def _capped_solver(self, solver: SolverConfig, cap: int, relative: bool) -> SolverConfig:
+        """``solver`` with ``max_num_steps`` at most ``cap`` (the relative cap only for
+        adaptive solves; fixed grids take a known number of steps)."""
+        key = (solver, cap, relative)
+        capped = self._capped.get(key)
+        if capped is None:
+            if relative and self._is_fixed(solver):
+                cap = self._hard_cap()
+            options = dict(solver.options)
+            options["max_num_steps"] = min(cap, int(options.get("max_num_steps", cap)))
+            capped = solver.replace(options=options)
+            if len(self._capped) > 64:
+                self._capped.clear()
+            self._capped[key] = capped
+        return capped
+
+    @contextlib.contextmanager
+    def _solve_caps(self, cap: int, relative: bool = False) -> Iterator[None]:
+        """Every Neural ODE of the model solves with at most ``cap`` steps inside."""
+        with contextlib.ExitStack() as stack:
+            for node in self.nodes:
+                stack.enter_context(node.using(self._capped_solver(node.solver, cap,
+                                                                   relative)))
+            yield
+
+    def _is_fixed(self, solver: SolverConfig) -> bool:
+        fixed = self._fixed.get(solver)
+        if fixed is None:
+            fixed = self._fixed[solver] = solver.is_fixed
+        return fixed
+
+    def _longest_adaptive_solve(self) -> int:
+        """Steps of the longest adaptive solve of this iteration's forward and backward
+        pass (0 if none): the reference of the NFE explosion guard."""
+        longest = 0
+        for node in self.nodes:
+            if self._is_fixed(node.solver):
+                continue
+            for stats in (node.last_stats, node.last_backward_stats):
+                if stats is not None:
+                    longest = max(longest, int(stats.steps))
+        return longest
+
+    def _fail(self, i: int, what: str, start: dict[str, Any], *, checkpoint: bool = True,
+              advice: str | None = None) -> TrainingDivergedError:
+        """Write a checkpoint of the state iteration ``i`` started from and build the error.
+
+        The optimiser has not stepped, so weights, optimiser and scheduler are that
+        state; the RNG streams, the solvers and the callbacks' states are put back as
+        they were at its start."""
+        written = None
+        if checkpoint:
+            runs.restore_rng_state(start["rng"])
+            for node, solver in zip(self.nodes, start["solvers"]):
+                node.solver = solver
+            self.state.iteration = i
+            self._save_checkpoint(callbacks_json=start["callbacks"])
+            written = self.checkpoint_path
+        cfg = self.cfg
+        if advice is None:
+            advice = (f"try a smaller --lr (now {cfg.lr:g}), gradient clipping (--clip, now "
+                      f"{cfg.clip:g}) or a more accurate solver")
+        if written is not None:
+            where = (f"wrote {written} with the state before iteration {i + 1} (--resume "
+                     f"continues from it)")
+        else:
+            where = (f"the last checkpoint is {self.checkpoint_path}"
+                     if self.checkpoint_path.exists() else "no checkpoint was written")
+        return TrainingDivergedError(
+            f"training stopped at iteration {i + 1}: {what}; {where}; {advice}",
+            iteration=i + 1, checkpoint=written)
+
+    def _solver_failure(self, i: int, e: SolverError, cap: int, why: str,
+                        start: dict[str, Any]) -> TrainingDivergedError:
+        phase = {"backward": "the backward (adjoint) solve",
+                 "callback": "a solve of a callback (on_after_backward)"}.get(
+            start.get("phase", ""), "the forward solve")
+        # under torchrun the other processes are still in this iteration: no checkpoint
+        checkpoint = not self.ctx.enabled
+        if isinstance(e, MaxStepsExceededError):
+            if why == "explosion":
+                what = (f"the NFE exploded: {phase} needed more than {cap} steps, "
+                        f"{NFE_EXPLOSION_FACTOR}x the {self.guard_steps} of the longest solve "
+                        f"of the earlier iterations (the NFE explosion guard); the model is "
+                        f"diverging")
+            elif why == "explicit":
+                what = f"{phase} needed more than --max-steps-per-solve {cap} steps"
+            else:
+                what = f"{phase} needed more than {cap} steps, the default cap per solve"
+            advice = ("try a smaller --lr or gradient clipping (--clip); if such long solves "
+                      "are expected, give --max-steps-per-solve N (it may change on --resume)")
+            return self._fail(i, what, start, checkpoint=checkpoint, advice=advice)
+        return self._fail(i, f"{phase} failed ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())})", start, checkpoint=checkpoint)
+
     # ------------------------------------------------------------------ one iteration
 
     def _step(self, i: int) -> dict[str, Any]:
-        """Iteration ``i`` (0-based): forward, backward, clip, step; returns the record."""
+        """Iteration ``i`` (0-based): forward, backward, clip, step; returns the record.
+
+        Before the optimiser steps, a failed or capped solve and a non-finite loss or
+        gradient norm end training (``_fail``)."""
         cfg, model = self.cfg, self.model
         idx = self.plan.indices(i).to(self.data.x_train.device)
         x = self.data.x_train[idx]
         y = None if self.data.y_train is None else self.data.y_train[idx]
         self.state.batch, self.state.epoch = (x, y), self.plan.epoch_of(i)
         solver = current_solver(model)
+        start_state = {"rng": runs.capture_rng_state(),
+                       "solvers": [node.solver for node in self.nodes],
+                       "callbacks": json.dumps(self.callbacks.state_dict())
+                       if len(self.callbacks) else json.dumps({})}
         lr = float(self.optimizer.param_groups[0]["lr"])
+        cap, why = self._training_cap()
         start = time.perf_counter()
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, counts = self.train_objective(x, y)
-        nfe_forward = nfe_counts(model)[0]
-        loss.backward()
+        try:
+            with self._solve_caps(cap, relative=True):
+                start_state["phase"] = "forward"
+                loss, counts = self.train_objective(x, y)
+                nfe_forward = nfe_counts(model)[0]
+                if not self.ctx.enabled and not bool(torch.isfinite(loss.detach())):
+                    raise self._fail(i, f"the training loss became {float(loss.detach())} (solver "
+                                        f"{solver.describe() if solver else None}, lr {lr:g})",
+                                     start_state)
+                start_state["phase"] = "backward"
+                loss.backward()
+        except SolverError as e:
+            raise self._solver_failure(i, e, cap, why, start_state) from e
         nfe_backward = nfe_counts(model)[1]
-        self.callbacks.on_after_backward(self.state)
+        longest = self._longest_adaptive_solve()  # before callbacks solve anything
+        try:  # outside the caps: callbacks see (and derive solvers from) the plain solver
+            start_state["phase"] = "callback"
+            self.callbacks.on_after_backward(self.state)
+        except SolverError as e:
+            which = "default" if cfg.max_steps_per_solve is None else "explicit"
+            raise self._solver_failure(i, e, self._hard_cap(), which, start_state) from e
         max_norm = cfg.clip if cfg.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
-        self.optimizer.step()
-        self.scheduler.step()
         stats = torch.cat([counts.detach().cpu(), torch.tensor(
             [nfe_forward, nfe_backward, float(grad_norm), float(self.stop_flag.requested)],
             dtype=torch.float64)])
         stats = self._reduce(stats)
-        iter_time = time.perf_counter() - start
-        self.train_time += iter_time
-        self.state.iteration = i + 1
         world = self.ctx.world_size
         record: dict[str, Any] = {"iteration": i + 1, "epoch": self.state.epoch}
         record.update(summarise(self.kind, stats[:3], self.features))
         if not math.isfinite(record["loss"]):
-            raise FloatingPointError(
-                f"the training loss became {record['loss']} at iteration {i + 1} (solver "
-                f"{solver.describe() if solver else None}, lr {lr:g}); the last good "
-                f"checkpoint is {self.run_dir / runs.CHECKPOINT_FILE}. Try a smaller lr, "
-                f"gradient clipping (--clip) or a more accurate solver")
+            raise self._fail(i, f"the training loss became {record['loss']} (solver "
+                                f"{solver.describe() if solver else None}, lr {lr:g})",
+                             start_state)
+        if not math.isfinite(float(stats[5])):
+            raise self._fail(i, f"the gradient norm became {float(stats[5]) / world} (loss "
+                                f"{record['loss']:.4g}, lr {lr:g})", start_state)
+        self.optimizer.step()
+        self.scheduler.step()
+        if longest:
+            self.guard_steps = max(self.guard_steps or 0, longest)
+        iter_time = time.perf_counter() - start
+        self.train_time += iter_time
+        self.state.iteration = i + 1
         record.update({
             "nfe_forward": float(stats[3]) / world, "nfe_backward": float(stats[4]) / world,
             "lr": lr, "grad_norm": float(stats[5]) / world,
@@ -447,7 +683,10 @@ class _Trainer:
                 stopping = (state.stop_training or self.stop_flag.requested
                             or state.iteration == cfg.iterations)
                 if state.iteration % cfg.eval_every == 0 or stopping:
-                    self._evaluate_into(record)
+                    try:
+                        self._evaluate_into(record)
+                    except SolverError as e:
+                        raise self._eval_failure(e) from e
                 if log is not None:
                     log.write(record)
                 if state.iteration % cfg.checkpoint_every == 0 or stopping:
@@ -467,6 +706,19 @@ class _Trainer:
         results = self._finish(status)
         return TrainResult(model=self.model, results=results, run_dir=self.run_dir,
                            state=state)
+
+    def _eval_failure(self, e: SolverError) -> TrainingDivergedError:
+        """The test evaluation after iteration ``state.iteration`` failed. Its record is not
+        logged yet, so no checkpoint of this state is written: the last one stands."""
+        i = self.state.iteration
+        last = (f"the last checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists()
+                else "no checkpoint was written yet")
+        return TrainingDivergedError(
+            f"training stopped at iteration {i}: the evaluation on the test split failed "
+            f"({type(e).__name__}: {' '.join(str(e).split())}); {last}; if the model "
+            f"is diverging, try a smaller --lr or gradient clipping (--clip), or give "
+            f"--max-steps-per-solve N if such long solves are expected",
+            iteration=i, checkpoint=None)
 
     def _evaluate_into(self, record: dict[str, Any]) -> None:
         start = time.perf_counter()
@@ -597,6 +849,39 @@ class _Trainer:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _saved_config(data: dict[str, Any], path: Path) -> TrainConfig:
+    """The configuration stored in a checkpoint, validated (``CheckpointError`` if not)."""
+    try:
+        saved = TrainConfig.from_dict(data)
+        resolve_config(saved.replace(device="cpu"))
+    except (TypeError, ValueError) as e:
+        raise runs.CheckpointError(f"{str(path)!r}: its stored configuration is not valid "
+                                   f"({e})") from None
+    return saved
+
+
+def _check_config_file(path: Path, saved: TrainConfig) -> None:
+    """A resumed run's ``config.json`` must parse and agree with the checkpoint (in every
+    field a resumed run may not change): else the folder is damaged or mixed up."""
+    if not path.is_file():
+        raise runs.CheckpointError(f"{str(path)!r} is missing: the run folder is incomplete")
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+        on_disk = TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as e:  # JSONDecodeError and ConfigError are ValueErrors
+        raise runs.CheckpointError(f"{str(path)!r} is not a valid training configuration "
+                                   f"({e})") from None
+    differ = [f for f, v in saved.to_dict().items()
+              if f not in RESUME_OVERRIDABLE and getattr(on_disk, f) != v]
+    if differ:
+        f = differ[0]
+        raise runs.CheckpointError(
+            f"{str(path)!r} disagrees with {runs.CHECKPOINT_FILE} in the same folder: "
+            f"{f}={getattr(on_disk, f)!r} there, {getattr(saved, f)!r} in the checkpoint")
 
 
 @dataclass(frozen=True)

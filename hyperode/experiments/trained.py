@@ -19,7 +19,7 @@ from .config import (
     resolve_config,
 )
 from .odes import set_solver, solver_from_dict
-from .tasks import build_model, load_split
+from .tasks import build_model, load_split_checked
 
 
 @dataclass
@@ -39,7 +39,9 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", argument: str = "model
     """Rebuild the model of ``run_dir`` and load ``model.safetensors``.
 
     Raises ``ConfigError`` naming ``argument`` for a missing folder or file, an invalid
-    configuration or weights that do not fit.
+    configuration or weights that do not fit (``device`` for an unavailable device, the
+    data argument for unreadable data files), ``CheckpointError`` naming
+    ``checkpoint.pt`` when it is torn, of another format or incomplete.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -49,12 +51,17 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", argument: str = "model
             raise ConfigError(argument, f"{str(run_dir)!r} has no {name}; give a finished "
                                         f"training run folder (hyperode train --out DIR)")
     try:
-        saved = TrainConfig.from_dict(json.loads((run_dir / runs.CONFIG_FILE).read_text()))
-        cfg = resolve_config(saved.replace(device=device, resume=False, quiet=True))
+        data = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+        saved = TrainConfig.from_dict(data)
+        resolve_config(saved.replace(device="cpu"))
     except (ValueError, TypeError) as e:
         raise ConfigError(argument, f"{str(run_dir / runs.CONFIG_FILE)!r} is not a valid "
-                                    f"training configuration ({e})") from None
-    split = load_split(cfg)
+                                    f"training configuration ({' '.join(str(e).split())})"
+                          ) from None
+    cfg = resolve_config(saved.replace(device=device, resume=False, quiet=True))
+    split = load_split_checked(cfg)
     solver = build_solver(cfg)
     model = build_model(cfg, split, solver)
     try:
@@ -65,8 +72,12 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", argument: str = "model
     checkpoint = run_dir / runs.CHECKPOINT_FILE
     if checkpoint.is_file():
         payload = runs.load_checkpoint(checkpoint)
-        records = json.loads(payload.get("solvers", "[]"))
-        final = solver_from_dict(records[0]) if records else None
+        records = runs.check_train_checkpoint(payload, checkpoint)["solvers"]
+        try:
+            final = solver_from_dict(records[0]) if records else None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise runs.CheckpointError(f"{str(checkpoint)!r}: its solver record is not valid "
+                                       f"({type(e).__name__}: {e})") from None
         if final is not None:
             solver = final
             set_solver(model, solver)

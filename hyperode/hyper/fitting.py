@@ -76,6 +76,7 @@ def reference_trajectory(field_fn: Callable, z0: State, mesh: Sequence[float], *
                          method: str = "dopri5") -> State:
     """``z(s_k)`` at every mesh time by an adaptive solve without a graph:
     ``[len(mesh), *z0.shape]`` (a tuple for a tuple state)."""
+    check_reference_method("reference_trajectory", "method", method)
     with torch.no_grad():
         return solve(field_fn, _detach(z0), torch.tensor(list(mesh), dtype=torch.float64),
                      rtol=rtol, atol=atol, method=method).ys
@@ -168,6 +169,7 @@ def prepare_batch(base: str | ButcherTableau | HyperSolver, field_fn: Callable, 
     tableau = base.base if isinstance(base, HyperSolver) else resolve_base(base,
                                                                           "prepare_batch")
     ks = _check_num_steps("prepare_batch", num_steps)
+    check_reference_method("prepare_batch", "method", method)
     meshes = [uniform_mesh(t_span, k) for k in ks]
     union, index = _union(meshes)
     z0 = _detach(z0)
@@ -340,6 +342,7 @@ class FitConfig:
         if self.rtol == 0 and self.atol == 0:
             raise ValueError(f"{owner}: rtol and atol are both 0")
         _check_int(owner, "validate_every", self.validate_every)
+        check_reference_method(owner, "reference_method", self.reference_method)
         if self.adversarial is not None and not isinstance(self.adversarial, Adversarial):
             raise ValueError(f"{owner}: adversarial must be an Adversarial or None, got "
                              f"{self.adversarial!r}")
@@ -421,6 +424,14 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
     """
     cfg = _resolve_config(config, overrides)
     _check_hyper("fit", hyper)
+    if not callable(field_fn):
+        raise ValueError(f"fit: field_fn must be callable as f(t, z), got "
+                         f"{type(field_fn).__name__}: {field_fn!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"fit: callback must be None or callable as callback(iteration, "
+                         f"loss, hyper), got {type(callback).__name__}: {callback!r}")
+    if not isinstance(progress, bool):
+        raise ValueError(f"fit: progress must be True or False, got {progress!r}")
     params = [p for p in hyper.g.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: hyper.g has no trainable parameters")
@@ -433,14 +444,14 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
         if not adv_params:
             raise ValueError("fit: adversarial fitting needs a vector field with trainable "
                              "parameters")
-    batches = _BatchSource(initial_states)
+    batches = _BatchSource(initial_states, hyper)
     prep = dict(t_span=cfg.t_span, num_steps=cfg.num_steps, rtol=cfg.rtol, atol=cfg.atol,
                 method=cfg.reference_method)
     history = FitHistory(config=cfg)
     start = time.perf_counter()
 
     val_batches = [prepare_batch(hyper, field_fn, z0, **prep)
-                   for z0 in _as_batch_list(validation)]
+                   for z0 in _as_batch_list(validation, hyper)]
     history.reference_nfe += sum(b.nfe for b in val_batches)
     if val_batches:
         history.val_loss.append((0, validation_loss(hyper, val_batches)))
@@ -554,7 +565,8 @@ class _Adversary:
 class _BatchSource:
     """Draws batches from an iterable, re-iterating it when exhausted."""
 
-    def __init__(self, source: Any):
+    def __init__(self, source: Any, hyper: HyperSolver):
+        self.hyper = hyper
         if _is_state(source):
             source = [source]
         try:
@@ -578,20 +590,61 @@ class _BatchSource:
         if not _is_state(z0):
             raise ValueError(f"fit: initial_states must yield tensors (or tuples of "
                              f"tensors), got {type(z0).__name__}")
+        check_batch("fit: initial_states", z0, self.hyper)
         return _detach(z0)
 
 
-def _as_batch_list(value: Any) -> list[State]:
+def _as_batch_list(value: Any, hyper: HyperSolver) -> list[State]:
     if value is None:
         return []
     if _is_state(value):
+        check_batch("fit: validation", value, hyper)
         return [value]
-    batches = list(value)
-    for b in batches:
+    try:
+        batches = list(value)
+    except TypeError:
+        raise ValueError(f"fit: validation must be a batch of z0 (a tensor or tuple of "
+                         f"tensors) or a list of them, got {type(value).__name__}") from None
+    for i, b in enumerate(batches):
         if not _is_state(b):
             raise ValueError(f"fit: validation must be a batch of z0 or a list of them, got "
                              f"an element of type {type(b).__name__}")
+        check_batch(f"fit: validation[{i}]", b, hyper)
     return batches
+
+
+def check_batch(name: str, z0: State, hyper: HyperSolver | None = None) -> None:
+    """``ValueError`` naming ``name`` unless ``z0`` is a batch of initial states: a tensor
+    ``[B, ...]`` (or a tuple of them, one ``B``) with ``B >= 1``, a floating dtype (not
+    half precision), finite values, and the dtype and device of ``hyper.g``'s parameters.
+    Metadata checks plus one finiteness check per batch (a batch is drawn every
+    ``new_batch_every`` iterations, not per step)."""
+    from ..odeint import HALF_DTYPES
+
+    members = z0 if isinstance(z0, tuple) else (z0,)
+    shapes = [tuple(m.shape) for m in members]
+    for m in members:
+        if m.ndim == 0 or m.shape[0] != members[0].shape[0]:
+            raise ValueError(f"{name} must be batched along dim 0 ([B, ...], one B for every "
+                             f"tuple member), got shapes {shapes}")
+        if m.shape[0] == 0 or m.numel() == 0:
+            raise ValueError(f"{name} is empty (shapes {shapes}); a batch needs at least one "
+                             f"sample with at least one feature")
+        if not m.is_floating_point() or m.dtype in HALF_DTYPES:
+            raise ValueError(f"{name} must be float32 or float64, got {m.dtype}")
+        if m.dtype != members[0].dtype or m.device != members[0].device:
+            raise ValueError(f"{name}: tuple members must share dtype and device, got "
+                             f"{[(x.dtype, str(x.device)) for x in members]}")
+    ref = members[0]
+    param = next((p for p in hyper.g.parameters() if p.is_floating_point()), None) \
+        if hyper is not None else None
+    if param is not None and (param.dtype != ref.dtype or param.device != ref.device):
+        raise ValueError(f"{name} is {ref.dtype} on {ref.device} but hyper.g's parameters are "
+                         f"{param.dtype} on {param.device}; convert one of them "
+                         f"(hyper.g.to(z0.dtype) or z0.to(...))")
+    for m in members:
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError(f"{name} contains non-finite values (NaN/inf)")
 
 
 def _is_state(value: Any) -> bool:
@@ -670,6 +723,22 @@ def _check_num_steps(owner: str, num_steps: Any) -> list[int]:
             raise ValueError(f"{owner}: num_steps (K, steps per mesh) must be an int >= 1 or "
                              f"a tuple of them, got {num_steps!r}")
     return values
+
+
+def check_reference_method(owner: str, name: str, method: Any) -> None:
+    """A reference solver must control its error (an adaptive method, or
+    ``scipy_solver``): a fixed-step method would step on the mesh itself (the reference
+    would be that method's own K steps) and ``rtol``/``atol`` would be ignored."""
+    from ..solvers.config import method_kind
+
+    try:
+        kind = method_kind(method)
+    except ValueError as e:
+        raise ValueError(f"{owner}: {name}: {e}") from None
+    if kind == "fixed":
+        raise ValueError(f"{owner}: {name}={method!r} has no error estimate: the reference "
+                         f"would be its own steps on the mesh and rtol/atol would be ignored; "
+                         f"use an adaptive method (dopri5, tsit5, dopri8, ...)")
 
 
 def _check_int(owner: str, name: str, value: Any) -> None:

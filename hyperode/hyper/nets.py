@@ -67,6 +67,9 @@ def per_sample(state: State) -> Tensor:
         if m.ndim == 0 or m.shape[0] != b:
             raise ValueError(f"states must be batched along dim 0 with one batch size; got "
                              f"shapes {[tuple(x.shape) for x in members]}")
+    if b == 0:
+        raise ValueError(f"states must hold at least one sample (dim 0 >= 1); got shapes "
+                         f"{[tuple(x.shape) for x in members]}")
     flat = [m.reshape(b, -1) for m in members]
     return flat[0] if len(flat) == 1 else torch.cat(flat, dim=1)
 

@@ -93,6 +93,9 @@ class HyperSolver(nn.Module):
     """
 
     adaptive = False
+    # No error control and no iteration judged by a tolerance: resolve refuses rtol/atol
+    # other than odeint's defaults instead of ignoring them (hyperode.solvers.config).
+    tolerance_free = True
 
     def __init__(self, base: str | ButcherTableau, g: nn.Module, *, enabled: bool = True):
         super().__init__()
@@ -191,11 +194,28 @@ class HyperSolver(nn.Module):
 
     def forward(self, func: Any, y0: State, t: Tensor | Sequence[float], *,
                 step_size: float | None = None, num_steps: int | None = None,
-                grid_points: Sequence[float] | None = None) -> State:
+                grid_points: Sequence[float] | None = None, **others: Any) -> State:
         """``odeint(func, y0, t, method=self, options=...)`` with exactly one grid option;
-        returns ``[len(t), *y0.shape]`` (a tuple for a tuple state)."""
+        returns ``[len(t), *y0.shape]`` (a tuple for a tuple state).
+
+        ``ValueError`` for no grid option or several, and for anything else: ``rtol`` and
+        ``atol`` in particular are refused (a hypersolver has no error control, they would
+        be ignored), as is any ``odeint`` option (pass it through ``hyperode.odeint``)."""
+        owner = f"{type(self).__name__}.forward"
+        if others:
+            names = sorted(others)
+            tol = [n for n in names if n in ("rtol", "atol")]
+            why = (f"{' and '.join(tol)} {'do' if len(tol) > 1 else 'does'} not apply: a "
+                   f"hypersolver steps on a fixed grid without error control" if tol else
+                   "pass other options through hyperode.odeint(func, y0, t, method=hyper, "
+                   "options=...)")
+            raise ValueError(f"{owner}: unexpected argument(s) {names}; it takes step_size, "
+                             f"num_steps or grid_points; {why}")
         options = {k: v for k, v in (("step_size", step_size), ("num_steps", num_steps),
                                      ("grid_points", grid_points)) if v is not None}
+        if len(options) != 1:
+            raise ValueError(f"{owner}: give exactly one of step_size, num_steps, grid_points; "
+                             f"got {sorted(options) or 'none'}")
         return odeint(func, y0, t, method=self, options=options)
 
     def extra_repr(self) -> str:

@@ -13,12 +13,20 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from dataclasses import replace as _dc_replace
+from numbers import Real
 from typing import Any
 
 import torch
 
 from ..adjoint import ADJOINT_NORMS
-from ..solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
+from ..solvers.config import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    GRID_OPTIONS,
+    SolvePlan,
+    method_kind,
+    resolve,
+)
 from ..solvers.methods import get_method
 from ..solvers.problem import StateLayout
 from ..solvers.step import StepMethod
@@ -37,10 +45,18 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+_DEFAULT_TOL = 1e-4  # SolverConfig's default rtol and atol
+
+
+def _tolerance_free(method: Any) -> bool:
+    """Whether ``method`` is a step method without tolerances (a hypersolver)."""
+    return bool(getattr(method, "tolerance_free", False))
+
+
 def _check_tolerance(name: str, value: Any, *, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
+    if (isinstance(value, bool) or not isinstance(value, Real)
             or not math.isfinite(value) or value < 0):
         raise ValueError(f"SolverConfig: {name} must be a finite number >= 0, got {value!r}")
 
@@ -54,7 +70,10 @@ class SolverConfig:
             fixed-step method object such as a ``hyperode.hyper.HyperSolver`` (held by
             reference: the config does not own or copy its network, and a hypersolver
             runs only with ``sensitivity="autograd"``).
-        rtol, atol: tolerances of adaptive solves (>= 0, not both 0).
+        rtol, atol: tolerances of adaptive solves (>= 0, not both 0). Fixed-grid solves
+            with a named method accept and ignore them (torchdiffeq's rule); with a
+            hypersolver (no tolerances at all) they must stay at their defaults
+            (``ValueError`` otherwise), and ``replace(method=hyper)`` resets them.
         step_size: fixed step ``h`` (> 0). A method without an error estimate needs
             exactly one of ``step_size``, ``num_steps`` (or ``options['grid_points']``);
             an adaptive method given one runs on that fixed grid.
@@ -74,8 +93,8 @@ class SolverConfig:
     """
 
     method: str | ButcherTableau | StepMethod = "dopri5"
-    rtol: float = 1e-4
-    atol: float = 1e-4
+    rtol: float = _DEFAULT_TOL
+    atol: float = _DEFAULT_TOL
     step_size: float | None = None
     num_steps: int | None = None
     options: tuple[tuple[str, Any], ...] = ()
@@ -101,6 +120,18 @@ class SolverConfig:
     def _validate(self) -> None:
         _check_tolerance("rtol", self.rtol)
         _check_tolerance("atol", self.atol)
+        if self.step_size is not None and (
+                isinstance(self.step_size, bool) or not isinstance(self.step_size, Real)):
+            raise ValueError(f"SolverConfig: step_size must be a finite number > 0, got "
+                             f"{self.step_size!r}")
+        if _tolerance_free(self.method):
+            for name in ("rtol", "atol"):
+                if getattr(self, name) != _DEFAULT_TOL:
+                    raise ValueError(
+                        f"SolverConfig: {name}={getattr(self, name)!r} does not apply to "
+                        f"method={get_method(self.method).name!r}, which steps on a fixed grid "
+                        f"without error control and would ignore it; leave {name} at its "
+                        f"default")
         _check_tolerance("adjoint_rtol", self.adjoint_rtol, optional=True)
         _check_tolerance("adjoint_atol", self.adjoint_atol, optional=True)
         names = [k for k, _ in self.options]
@@ -136,7 +167,9 @@ class SolverConfig:
 
     def plan(self) -> SolvePlan:
         """The forward solve resolved and validated (``hyperode.solvers.config.resolve``)."""
-        return self._resolve(self.method, self.odeint_options(), self.rtol, self.atol, "")
+        kw = self.odeint_kwargs()
+        return self._resolve(self.method, kw["options"], kw.get("rtol", DEFAULT_RTOL),
+                             kw.get("atol", DEFAULT_ATOL), "")
 
     @staticmethod
     def _resolve(method: Any, options: dict, rtol: float, atol: float,
@@ -176,6 +209,9 @@ class SolverConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:
             raise ValueError(f"SolverConfig.replace: unknown field(s) {sorted(unknown)}")
+        if _tolerance_free(changes.get("method")):  # tolerances do not apply to it
+            changes.setdefault("rtol", _DEFAULT_TOL)
+            changes.setdefault("atol", _DEFAULT_TOL)
         if changes.get("step_size") is not None and "num_steps" not in changes:
             changes["num_steps"] = None
         if changes.get("num_steps") is not None and "step_size" not in changes:
@@ -211,6 +247,8 @@ class SolverConfig:
     def odeint_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``hyperode.odeint`` / ``hyperode.solve``:
         ``rtol``, ``atol``, ``method``, ``options``."""
+        if _tolerance_free(self.method):  # a hypersolver: odeint's defaults, which it accepts
+            return dict(method=self.method, options=self.odeint_options())
         return dict(rtol=self.rtol, atol=self.atol, method=self.method,
                     options=self.odeint_options())
 

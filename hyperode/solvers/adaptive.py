@@ -19,13 +19,15 @@ progress raises ``StepSizeUnderflowError``.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..errors import MaxStepsExceededError, StepSizeUnderflowError
+from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from . import stiffness
 from .controllers import IController, PIController
 from .problem import Callbacks, NudgedField, VectorField, nudge
 from .stats import SolverStats
@@ -62,7 +64,11 @@ def two_estimate_ratio(n1: float, n2: float) -> float:
     """DOP853's combination of its 5th- and 3rd-order estimates (Hairer's dop853.f):
     ``n1**2 / sqrt(n1**2 + 0.01 * n2**2)``, from their scaled norms."""
     denominator = n1 * n1 + 0.01 * n2 * n2
-    return 0.0 if denominator == 0.0 else n1 * n1 / math.sqrt(denominator)
+    if denominator == 0.0:
+        return 0.0
+    if denominator == math.inf:  # an overflowing estimate: reject (not inf/inf = NaN)
+        return math.inf
+    return n1 * n1 / math.sqrt(denominator)
 
 
 def _error_ratio(result: StepResult, abs_y0: Tensor, abs_y1: Tensor,
@@ -106,16 +112,59 @@ def initial_step(
     """
     with torch.no_grad():
         scale = cfg.atol + cfg.rtol * y0.abs()
-        d0 = float(cfg.norm(_divide(y0, scale, cfg)))
-        d1 = float(cfg.norm(_divide(f0, scale, cfg)))
+        d0 = norm_value(cfg.norm, _divide(y0, scale, cfg), t0)
+        d1 = norm_value(cfg.norm, _divide(f0, scale, cfg), t0)
+        if not math.isfinite(d1) and not bool(torch.isfinite(f0).all()):  # failure path only
+            raise NonFiniteStateError(
+                f"func(t0, y0) is not finite (NaN/inf) at t0={t0!r}: the vector field returns "
+                f"NaN/inf at the initial state; check func at t0 and y0")
         h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        if not h0 > 0.0:  # a finite slope whose scaled norm overflowed
+            h0 = 1e-6
         h0 = min(h0, cfg.max_step)
         y1 = torch.add(y0, f0, alpha=direction * h0)
         f1 = f(t0 + direction * h0, y1)
-        d2 = float(cfg.norm(_divide(f1 - f0, scale, cfg))) / h0
-    dmax = max(d1, d2)
+        d2 = norm_value(cfg.norm, _divide(f1 - f0, scale, cfg), t0) / h0
+    # f non-finite just after t0: ignore d2; steps then shrink by rejection and an
+    # underflow names the non-finite field there.
+    dmax = max(d1, d2) if math.isfinite(d2) else d1
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** exponent
     return min(100 * h0, h1, cfg.max_step)
+
+
+def norm_value(norm: Norm, x: Tensor, t: float) -> float:
+    """``norm(x)`` as a float, checked: ``ValueError`` naming ``options['norm']`` unless it
+    returns one real number (a 0-dim tensor or a Python number), ``>= 0``, and not NaN for
+    a finite ``x``. Used where the solve reads a norm outside the step loop (the starting
+    step, a first probe); inside the loop only the cheap ``ratio >= 0`` test runs."""
+    value = norm(x)
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        out = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        out = float(value)
+    else:
+        got = (f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+               if isinstance(value, Tensor) else f"{type(value).__name__} {value!r}")
+        raise ValueError(f"options['norm'] must return one real number (a 0-dim tensor or a "
+                         f"float) >= 0, got {got} at t={t!r}")
+    if not out >= 0.0:
+        return odd_norm(out, (x,), t)
+    return out
+
+
+def odd_norm(value: float, scaled: Sequence[Tensor | None], t: float) -> float:
+    """A norm value that is negative or NaN (rare: only on the failure path, so the host
+    synchronisation here costs a normal solve nothing). A negative value, or NaN from a
+    finite scaled error, means the norm itself is broken: ``ValueError`` naming
+    ``options['norm']``. NaN from a non-finite error is the vector field's doing and is
+    returned as ``inf`` (the step is rejected)."""
+    if value < 0.0:
+        raise ValueError(f"options['norm'] returned a negative value ({value!r}) at t={t!r}; "
+                         f"an error norm must be >= 0")
+    if all(x is None or bool(torch.isfinite(x).all()) for x in scaled):
+        raise ValueError(f"options['norm'] returned {value!r} for a finite (scaled) error at "
+                         f"t={t!r}; an error norm must be a finite number >= 0 for finite input")
+    return math.inf
 
 
 def _landing_points(t0: float, t_end: float | None, d: float,
@@ -163,6 +212,8 @@ def integrate_adaptive(
     k1 = f(t, y)
     if cfg.first_step is not None:
         h = min(cfg.first_step, cfg.max_step)
+        with torch.no_grad():  # one check of the norm's output per solve (initial_step's
+            norm_value(cfg.norm, _divide(y, cfg.atol + cfg.rtol * abs_y, cfg), t)  # otherwise)
     else:
         h = initial_step(f, t, y, k1, d, exponent, cfg)
     h = max(h, cfg.min_step)
@@ -180,7 +231,8 @@ def integrate_adaptive(
                 f"max_num_steps={cfg.max_num_steps} reached at t={t!r} while integrating to "
                 f"{target} (last step size {d * h!r}); the problem may be stiff or the "
                 f"tolerances too tight: raise options['max_num_steps'], loosen rtol/atol or use "
-                f"a fixed-step method"
+                f"a fixed-step method."
+                + stiffness.diagnose(f, method, t, y, d * h, t_out[0], t_end, stats, stepper)
             )
         stop = stops[stop_i] if stop_i < len(stops) else None
         # Hairer's rule (land if within 1% of a step: no sliver of a step after it), but
@@ -189,7 +241,8 @@ def integrate_adaptive(
             and abs(stop - t) <= cfg.max_step
         h_step = abs(stop - t) if landing else h
         if not h_step > 0 or t + d * h_step == t:  # `not >` also catches NaN
-            _underflow(t, d * h, last_ratio, cfg)
+            _underflow(t, d * h, last_ratio, cfg, stiffness.diagnose(
+                f, method, t, y, d * h, t_out[0], t_end, stats, stepper))
         if jumps:
             if landing and stop in jumps:  # stages at the jump see its near side
                 field.interval(t, stop)
@@ -201,6 +254,8 @@ def integrate_adaptive(
         with torch.no_grad():
             abs_y1 = result.y1.abs()
             ratio = _error_ratio(result, abs_y, abs_y1, cfg)
+        if not ratio >= 0.0:  # NaN or negative (one float comparison per step)
+            ratio = odd_norm(ratio, (result.error, result.error2), t)
         last_ratio = ratio
         # torchdiffeq: a step at min_step is accepted (so is a landing stretched from it)
         forced = min(h, h_step) <= cfg.min_step
@@ -262,7 +317,8 @@ def integrate_adaptive(
             k1 = f1 if f1 is not None else f(t, y)
 
 
-def _underflow(t: float, h: float, last_ratio: float | None, cfg: AdaptiveConfig) -> None:
+def _underflow(t: float, h: float, last_ratio: float | None, cfg: AdaptiveConfig,
+               hint: str = "") -> None:
     if last_ratio is None:
         cause = ("no step could be tried: the starting step size is not a positive number "
                  "(check the norm, rtol/atol and the state's dtype)")
@@ -274,5 +330,5 @@ def _underflow(t: float, h: float, last_ratio: float | None, cfg: AdaptiveConfig
         f"step size underflow at t={t!r}: h={h!r}; {cause}. Try looser rtol/atol, "
         f"options['min_step'] (steps that short are then accepted, as in torchdiffeq), a "
         f"max_step that keeps steps out of the bad region, checking the vector field for a "
-        f"singularity or stiffness near t={t!r}, or a fixed-step method"
+        f"singularity or stiffness near t={t!r}, or a fixed-step method.{hint}"
     )

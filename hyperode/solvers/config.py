@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from .problem import CALLBACK_NAMES, StateLayout
 DEFAULT_METHOD = "dopri5"
 DEFAULT_CONTROLLER = "i"
 DEFAULT_MAX_NUM_STEPS = 100_000
+DEFAULT_RTOL, DEFAULT_ATOL = 1e-7, 1e-9  # odeint's (and torchdiffeq's) defaults
 INTERPOLATIONS = ("linear", "cubic")
 
 GRID_OPTIONS = frozenset({"step_size", "num_steps", "grid_points", "grid_constructor"})
@@ -123,6 +125,8 @@ def resolve(method: Any, options: Mapping[str, Any] | None, rtol: Any, atol: Any
         raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
     opts = dict(options)
     rtol_v, atol_v = tolerances(rtol, atol, layout)
+    if getattr(step_method, "tolerance_free", False):
+        _refuse_tolerances(step_method, rtol, atol)
 
     own_names = getattr(step_method, "option_names", frozenset())
     own = {k: opts.pop(k) for k in list(opts) if k in own_names}
@@ -167,10 +171,26 @@ def resolve(method: Any, options: Mapping[str, Any] | None, rtol: Any, atol: Any
         raise ValueError(f"options {stray} apply only to fixed-grid solves; method "
                          f"{step_method.name!r} runs adaptively here (adaptive outputs come "
                          f"from its dense output, and discontinuities go in options['jump_t'])")
-    cfg = _adaptive_config(opts, rtol_v, atol_v, layout)
+    cfg = _adaptive_config(opts, rtol_v, atol_v, layout,
+                           getattr(step_method, "default_controller", DEFAULT_CONTROLLER))
     plan = SolvePlan(step_method, "adaptive", opts, rtol_v, atol_v, adaptive=cfg,
                      max_num_steps=cfg.max_num_steps, record_steps=cfg.record_steps)
     return _with_callbacks(plan, func, frozenset(CALLBACK_NAMES))
+
+
+def _refuse_tolerances(step_method: Any, rtol: Any, atol: Any) -> None:
+    """A method that declares ``tolerance_free = True`` (a hypersolver: fixed grid, no
+    error control, no iteration judged by a tolerance) gets ``rtol``/``atol`` other than
+    ``odeint``'s defaults only by mistake: they would be silently ignored. (torchdiffeq's
+    fixed-grid methods accept and ignore them; hyperode does the same for them, so that
+    torchdiffeq code keeps running.)"""
+    for name, value, default in (("rtol", rtol, DEFAULT_RTOL), ("atol", atol, DEFAULT_ATOL)):
+        if isinstance(value, Tensor) or value != default:
+            raise ValueError(
+                f"{name}={value!r} does not apply to method {step_method.name!r}: it runs on "
+                f"a fixed grid without error control and would ignore it; drop {name} (the "
+                f"default {default!r} is accepted) and choose the grid with "
+                f"options['step_size'] or options['num_steps']")
 
 
 def method_kind(method: Any) -> str:
@@ -204,7 +224,7 @@ def positive_number(name: str, value: Any, *, allow_zero: bool = False,
     """``value`` as a float, or ``ValueError`` naming ``options['<name>']``."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
         value = float(value.detach())
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if ok:
         value = float(value)
         ok = (value >= 0 if allow_zero else value > 0) and (allow_inf or math.isfinite(value))
@@ -219,6 +239,8 @@ def _int_option(opts: dict[str, Any], name: str) -> None:
     if name in opts:
         n = opts[name]
         if isinstance(n, Tensor) and n.numel() == 1 and not n.is_floating_point():
+            n = opts[name] = int(n)
+        elif isinstance(n, numbers.Integral) and not isinstance(n, bool):  # numpy integers
             n = opts[name] = int(n)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"options['{name}'] must be an int >= 1, got {n!r}")
@@ -301,10 +323,10 @@ def tolerance(name: str, value: Any, layout: StateLayout) -> float | Tensor:
     """A float, or a flat tensor matching the solver's flat state."""
     if isinstance(value, Tensor) and value.numel() == 1 and not layout.is_tuple:
         value = value.detach().reshape(())
-        if value.is_complex() or value.requires_grad:
-            raise ValueError(f"{name} must be a real number without gradient, got {value!r}")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real number, got {value!r}")
         value = float(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         return float(value)
@@ -327,7 +349,7 @@ def tolerance(name: str, value: Any, layout: StateLayout) -> float | Tensor:
 
 
 def _tolerance_tensor(name: str, value: Any, shape: torch.Size, layout: StateLayout) -> Tensor:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         value = torch.tensor(float(value))
     if not isinstance(value, Tensor):
         raise ValueError(f"{name} must be a float or a tensor, got {type(value).__name__}")
@@ -355,13 +377,17 @@ def tolerances(rtol: Any, atol: Any, layout: StateLayout) -> tuple[float | Tenso
 
 
 def _adaptive_config(opts: dict[str, Any], rtol_v: float | Tensor, atol_v: float | Tensor,
-                     layout: StateLayout) -> AdaptiveConfig:
+                     layout: StateLayout, default_controller: str = DEFAULT_CONTROLLER
+                     ) -> AdaptiveConfig:
+    """The adaptive options validated; ``default_controller`` is the method's
+    (``step_method.default_controller``, e.g. ``"pi"`` for the implicit adaptive
+    methods) when ``options['controller']`` is not given."""
     norm = opts.get("norm", mixed_norm)
     if not callable(norm):
         raise ValueError(f"options['norm'] must be callable, got {norm!r}")
     flat_norm = (lambda e: norm(layout.unflatten(e))) if layout.is_tuple else norm
 
-    controller = opts.get("controller", DEFAULT_CONTROLLER)
+    controller = opts.get("controller", default_controller)
     factors = {k: opts[k] for k in ("safety", "ifactor", "dfactor") if k in opts}
     for k, v in factors.items():
         if isinstance(v, Tensor) and v.numel() == 1:

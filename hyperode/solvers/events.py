@@ -61,7 +61,14 @@ class EventWatch:
         with torch.no_grad():
             g0 = self._values(t0, y0)
         zero = g0 == 0
-        if bool(zero.any()):
+        if bool((zero | ~torch.isfinite(g0)).any()):  # one synchronisation per solve
+            bad = ~torch.isfinite(g0)
+            if bool(bad.any()):
+                index = tuple(int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"event_fn is not finite at t0={t0!r} (element {index} of its output is "
+                    f"{g0[index].item()}): its sign, which the event is the change of, is "
+                    f"undefined there")
             index = tuple(int(i) for i in zero.nonzero()[0])
             raise ValueError(
                 f"event_fn is already 0 at t0={t0!r} (element {index} of its output): the "
@@ -171,21 +178,21 @@ class EventWatch:
                 f"fixed-step method, use a larger step_size)")
 
     def _root(self, g: Callable[[float], float], g_hi: float) -> float:
-        """``theta`` in (0, 1] where ``g`` crosses from > 0 (at 0) to <= 0 (at ``g_hi``
-        at 1): Illinois regula falsi, the bracket kept, to the dtype's resolution."""
+        """The earliest ``theta`` in (0, 1] where ``g`` has gone from > 0 (at 0) to <= 0
+        (``g_hi`` at 1): Illinois regula falsi keeping the bracket, to the dtype's
+        resolution. ``g`` may jump to exactly 0 and stay there (torchdiffeq's examples
+        stop at a final time that way), so a zero is a crossing, not an answer: the
+        bracket keeps shrinking towards where it began."""
         eps = torch.finfo(self.layout.time_dtype).eps
         lo, hi = 0.0, 1.0
-        g_lo = None  # g(0) is positive by construction; its value is only needed once
         g_lo = g(0.0)
-        if g_hi == 0.0:
-            return 1.0
         side = 0
         for _ in range(_MAX_ITERATIONS):
             if hi - lo <= 4 * eps:
                 break
             denom = g_lo - g_hi
             x = hi - g_hi * (hi - lo) / denom if denom != 0 else 0.5 * (lo + hi)
-            if not lo < x < hi:
+            if not lo < x < hi or g_hi == 0.0:
                 x = 0.5 * (lo + hi)
             gx = g(x)
             if gx > 0:
@@ -195,8 +202,6 @@ class EventWatch:
                 side = 1
             else:
                 hi, g_hi = x, gx
-                if gx == 0:
-                    break
                 if side == -1:
                     g_lo *= 0.5
                 side = -1

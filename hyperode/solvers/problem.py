@@ -52,12 +52,16 @@ class VectorField:
 
     ``t`` reaches the user's function as a 0-dim tensor in the state's (real) dtype
     and device (as torchdiffeq does). ``nfe`` counts calls. The first output is checked
-    in full; later ones by shape and dtype only (two attribute comparisons per member).
+    in full; later ones by shape, dtype and device only (three attribute comparisons per
+    member, no host synchronisation), so a field whose output changes structure, shape,
+    dtype or device in the middle of a solve fails at that call with ``ValueError``.
     """
 
-    def __init__(self, func: Callable[[Tensor, State], State], layout: StateLayout):
+    def __init__(self, func: Callable[[Tensor, State], State], layout: StateLayout, *,
+                 context: str = ""):
         self.func = func
         self.layout = layout
+        self.context = context  # appended to error messages, e.g. " in the adjoint's ..."
         self.nfe = 0
         self._checked = False
         self._shape = None if layout.is_tuple else layout.shapes[0]
@@ -70,44 +74,87 @@ class VectorField:
         out = self.func(torch.full((), t, dtype=self._time_dtype, device=self._device),
                         layout.unflatten(y))
         shape = self._shape
-        if shape is not None and self._checked:  # tensor state: two metadata comparisons
-            if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype:
+        if shape is not None and self._checked:  # tensor state: four metadata comparisons
+            if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
+                    or out.device != self._device:
                 self._check(out, t)
             return out
+        return self._tuple_output(out, t)
+
+    def at(self, t: Tensor, y: Tensor) -> Tensor:
+        """``f`` with ``t`` given as a tensor (kept as it is, e.g. requiring grad: the
+        adjoint's backward pass); the output is checked as in ``__call__``."""
+        self.nfe += 1
+        out = self.func(t, self.layout.unflatten(y))
+        shape = self._shape
+        if shape is not None and self._checked:
+            if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
+                    or out.device != self._device:
+                self._check(out, t)
+            return out
+        return self._tuple_output(out, t)
+
+    def _tuple_output(self, out: object, t: float | Tensor) -> Tensor:
+        """The first output (any state), or a tuple state's output: checked, flattened."""
+        layout = self.layout
         if not self._checked or not isinstance(out, (tuple, list)) \
-                or len(out) != len(layout.shapes) or any(
-                    not isinstance(m, Tensor) or m.shape != s or m.dtype != self._dtype
-                    for m, s in zip(out, layout.shapes)):
+                or len(out) != len(layout.shapes):
             self._check(out, t)
+        else:
+            dtype, device = self._dtype, self._device
+            for m, s in zip(out, layout.shapes):
+                if type(m) is not Tensor or m.shape != s or m.dtype != dtype \
+                        or m.device != device:
+                    self._check(out, t)
         return layout.flatten(out)
 
-    def _check(self, out: object, t: float) -> None:
+    def _check(self, out: object, t: float | Tensor) -> None:
         layout = self.layout
         if layout.is_tuple:
             if not isinstance(out, (tuple, list)) or len(out) != len(layout.shapes):
+                got = f"{type(out).__name__} of {len(out)}" \
+                    if isinstance(out, (tuple, list)) else type(out).__name__
                 raise ValueError(
                     f"func must return a tuple of {len(layout.shapes)} tensors like y0, "
-                    f"got {type(out).__name__} at t={t!r}"
+                    f"got {got} at t={_fmt_t(t)}{self.context}"
                 )
             members = tuple(out)
         else:
             if not isinstance(out, Tensor):
                 raise ValueError(f"func must return a tensor like y0, got {type(out).__name__} "
-                                 f"at t={t!r}")
+                                 f"at t={_fmt_t(t)}{self.context}")
             members = (out,)
         for i, (m, shape) in enumerate(zip(members, layout.shapes)):
             where = f"func's output[{i}]" if layout.is_tuple else "func's output"
             if not isinstance(m, Tensor):
-                raise ValueError(f"{where} must be a tensor, got {type(m).__name__}")
+                raise ValueError(f"{where} must be a tensor, got {type(m).__name__} at "
+                                 f"t={_fmt_t(t)}{self.context}")
             if m.shape != shape:
                 raise ValueError(f"{where} has shape {tuple(m.shape)} but the state has shape "
-                                 f"{tuple(shape)}; f(t, y) must return dy/dt of y's shape")
+                                 f"{tuple(shape)} ({self._at(t)}); f(t, y) must return dy/dt "
+                                 f"of y's shape")
             if m.dtype != layout.dtype:
                 raise ValueError(f"{where} has dtype {m.dtype} but the state has dtype "
-                                 f"{layout.dtype}; cast y0 or the vector field so they agree")
+                                 f"{layout.dtype} ({self._at(t)}); cast y0 or the vector field "
+                                 f"so they agree")
             if m.device != layout.device:
-                raise ValueError(f"{where} is on {m.device} but the state is on {layout.device}")
+                raise ValueError(f"{where} is on {m.device} but the state is on {layout.device} "
+                                 f"({self._at(t)})")
         self._checked = True
+
+
+    def _at(self, t: float | Tensor) -> str:
+        return f"at t={_fmt_t(t)}, evaluation {self.nfe}{self.context}"
+
+
+def _fmt_t(t: float | Tensor) -> str:
+    """A time for an error message (a tensor is read only here, on the way to raising)."""
+    if isinstance(t, Tensor):
+        try:
+            return repr(float(t.detach()))
+        except (RuntimeError, ValueError):  # e.g. inside a torch.func transform
+            return "<tensor>"
+    return repr(t)
 
 
 def nudge(t: float, toward: float, dtype: torch.dtype) -> float:

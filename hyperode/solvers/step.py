@@ -213,26 +213,52 @@ def extra_stages(f: Field, tableau: ButcherTableau, t: float, y: Tensor, h: floa
     return ks
 
 
+class HermiteDense:
+    """Dense output of a step by the cubic Hermite interpolant through ``(y, ks[0])`` and
+    ``(y1, f1)``: ``f1`` is the integrator's when given, else ``result.f1``, else
+    ``f(t + h, y1)`` evaluated once per step (cached for the step's other outputs).
+    Called as a stepper's ``dense``."""
+
+    __slots__ = ("_cache", "f")
+
+    def __init__(self, f: Field):
+        self.f = f
+        self._cache: tuple[StepResult, Tensor] | None = None
+
+    def __call__(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
+                 f1: Tensor | None) -> Tensor:
+        theta = float(theta)
+        if theta == 0.0:
+            return y
+        if theta == 1.0:
+            return result.y1
+        if f1 is None:
+            f1 = result.f1
+        if f1 is None:
+            cache = self._cache
+            if cache is not None and cache[0] is result:
+                f1 = cache[1]
+            else:
+                f1 = self.f(t + h, result.y1)
+                self._cache = (result, f1)
+        return hermite(y, result.y1, result.ks[0], f1, h, theta)
+
+
 class StatelessStepper:
     """A stepper around a plain ``step(f, t, y, h, k1) -> StepResult`` function (a
     method with no per-solve state); dense output by the cubic Hermite interpolant."""
 
-    __slots__ = ("accept", "f", "step_fn")
+    __slots__ = ("accept", "dense", "f", "step_fn")
 
     def __init__(self, step_fn: Callable[..., StepResult], f: Field):
         self.f = f
         self.step_fn = step_fn
         self.accept = no_accept
+        self.dense = HermiteDense(f)
 
     def step(self, t: float, y: Tensor, h: float, k1: Tensor,
              with_error: bool = False) -> StepResult:
         return self.step_fn(self.f, t, y, h, k1)
-
-    def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
-              f1: Tensor | None) -> Tensor:
-        if f1 is None:
-            f1 = self.f(t + h, result.y1)
-        return hermite(y, result.y1, result.ks[0], f1, h, theta)
 
 
 def bind(method: ButcherTableau | StepMethod, f: Field, stats: SolverStats) -> Stepper:

@@ -14,7 +14,8 @@ from .tsit5 import tsit5
 
 METHODS: dict[str, Any] = {
     m.name: m for m in (*explicit.METHODS, *low_order_pairs.METHODS, dopri5, dopri8, tsit5,
-                        *adams.METHODS, *implicit.METHODS, scipy_solver)
+                        *adams.METHODS, *implicit.METHODS, *implicit.ADAPTIVE_METHODS,
+                        scipy_solver)
 }
 ALIASES: dict[str, str] = {"heun": "heun2", **adams.ALIASES, **implicit.ALIASES}
 

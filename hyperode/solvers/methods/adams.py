@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 from ..stats import SolverStats
-from ..step import Field, StepResult, combine, hermite, rk_step
+from ..step import Field, HermiteDense, StepResult, combine, rk_step
 from .explicit import rk4_38
 
 _MIN_ORDER = 4  # below this max_order the method is RK4 throughout
@@ -268,8 +268,7 @@ class AdamsStepper:
     accepted step's ``f(t, y)``. The history lives here, so it never leaks between solves.
     """
 
-    __slots__ = ("_f1_cache", "_fs", "_k_max", "_ts", "_unconverged", "_warned", "f",
-                 "method")
+    __slots__ = ("_fs", "_k_max", "_ts", "_unconverged", "_warned", "dense", "f", "method")
 
     def __init__(self, method: _Adams, f: Field):
         self.method = method
@@ -281,7 +280,7 @@ class AdamsStepper:
         self._ts: deque[float] = deque(maxlen=depth)  # their times
         self._unconverged: StepResult | None = None  # the latest step that did not converge
         self._warned = False
-        self._f1_cache: tuple[StepResult, Tensor] | None = None
+        self.dense = HermiteDense(f)  # y(t + theta*h) by the cubic Hermite interpolant
 
     def step(self, t: float, y: Tensor, h: float, k1: Tensor,
              with_error: bool = False) -> StepResult:
@@ -341,24 +340,6 @@ class AdamsStepper:
             if grows:
                 fs.pop()
                 ts.pop()
-
-    def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
-              f1: Tensor | None) -> Tensor:
-        """``y(t + theta*h)``, ``theta`` in [0, 1], by the cubic Hermite interpolant of the
-        step (``f(t + h, y1)`` is evaluated once per step when ``f1`` is not given)."""
-        theta = float(theta)
-        if theta == 0.0:
-            return y
-        if theta == 1.0:
-            return result.y1
-        if f1 is None:
-            cache = self._f1_cache
-            if cache is not None and cache[0] is result:
-                f1 = cache[1]
-            else:
-                f1 = self.f(t + h, result.y1)
-                self._f1_cache = (result, f1)
-        return hermite(y, result.y1, result.ks[0], f1, h, theta)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Implicit Runge–Kutta methods on fixed grids, under torchdiffeq's names.
+"""Implicit Runge–Kutta methods: torchdiffeq's fixed-grid ones and adaptive pairs.
 
 For ``y' = f(t, y)`` with ``y`` the solver's flat state (any shape ``S``, ``n``
 elements; real floating point), an ``s``-stage implicit Runge–Kutta step of signed size
@@ -21,7 +21,22 @@ name                   order   structure    notes
 ``gl6``                6       FIRK, s=3    Gauss–Legendre (alias ``gauss_legendre6``)
 ``sdirk2``             2       SDIRK, s=2   Alexander's, gamma = 1 - 1/sqrt(2), L-stable
 ``trbdf2``             2       ESDIRK, s=3  TR-BDF2, explicit first stage
+``kvaerno3``           3(2)    ESDIRK, s=4  adaptive; Kværnø's, L-stable, stiffly accurate
+``kvaerno5``           5(4)    ESDIRK, s=7  adaptive; Kværnø's, L-stable, stiffly accurate
+``radau5``             5(3)    FIRK, s=3+1  adaptive; Radau IIA5 with Hairer's estimate
 =====================  ======  ===========  ========================================
+
+The first nine run on fixed grids (no error estimate). ``kvaerno3`` and ``kvaerno5``
+(Kværnø 2004, "Singly diagonally implicit Runge–Kutta methods with an explicit first
+stage", BIT 44) carry an embedded solution: the stage at ``c = 1`` before the last one,
+so that ``b_error = b - a_{s-1}`` (orders 2 and 4; the embedded methods are A-stable, not
+L-stable). ``radau5`` is the Radau IIA5 step (with an explicit stage 0 at ``c = 0`` that
+is only ``k1``) and the estimate of Hairer & Wanner (Solving ODEs II, §IV.8):
+``err = (I - h gamma0 J)^{-1} h (gamma0 k1 + sum_i e_i K_i)``, ``gamma0`` the inverse of
+the real eigenvalue of ``A^{-1}``, ``e`` from the third-order embedded quadrature through
+``c = (0, c_1, c_2, c_3)``; the filter ``(I - h gamma0 J)^{-1}`` (``ImplicitTableau.
+error_filter``) damps the estimate's stiff components, which would otherwise reject every
+step of a stiff problem. ``radauIIA5`` stays torchdiffeq's fixed-grid method.
 
 The structure is read from ``A``: lower triangular (DIRK/SDIRK/ESDIRK) tableaux are
 solved stage by stage, each implicit stage ``i`` being a system of the size of the
@@ -38,38 +53,68 @@ Newton. Each system is solved by simplified Newton iterations without a graph::
     M = I - h a_ii J                       (DIRK stage i: [d, d] per sample)
     M = I - h (A_II ⊗ J)                   (FIRK, implicit stages I: [m d, m d] per sample)
 
-with ``J = df/dy`` at the step's start ``(t, y)`` (``options['jacobian']``:
-``torch.func.jacrev``, ``torch.func.jacfwd`` or forward finite differences), ``M``
-factorised once by ``torch.linalg.lu_factor`` and only back-substituted per iteration.
-The initial guess is ``K_i = k1`` (FIRK) or the previous stage's derivative (DIRK).
+with ``J = df/dy`` at the step's start ``(t, y)`` (``options['jacobian']``: reverse mode
+``"jacrev"``, one recorded evaluation of ``f`` and one batched backward pass
+``torch.autograd.grad(..., is_grads_batched=True)``, falling back to
+``torch.func.jacrev``; ``torch.func.jacfwd``; or forward finite differences), ``M``
+factorised once by ``torch.linalg.lu_factor`` and only back-substituted per iteration
+(adaptive solves: ``M^{-1}`` is formed from the factors for systems of up to 64
+unknowns, so an iteration is one batched matrix-vector product). A non-finite ``J`` or
+a singular ``M`` is reported, not iterated on. The initial guess is ``K_i = k1`` (FIRK)
+or the previous stage's derivative (DIRK); the adaptive methods instead start each stage
+from the polynomial through the (at most 3) already known stage derivatives nearest in
+time, this step's and the previous accepted step's (for ``radau5`` the extrapolated
+collocation polynomial, as in Hairer's RADAU5).
 
 Convergence (Hairer & Wanner's rule, Solving ODEs II §IV.8): with ``delta_k =
-max |h dK| / (1 + |y|)`` over all elements of the ``k``-th increment and the contraction
-rate ``theta_k = delta_k / delta_{k-1}``, the solve stops once ``eta * delta_k <=
-newton_tol`` with ``eta = theta_k / (1 - theta_k)`` (on the first iteration ``eta`` is
-carried over from the previous solve as ``max(eta, eps)**0.8``, starting at 1). It
-fails when ``theta_k >= 1`` (divergence), when ``theta_k**(max_newton_iters - k) /
-(1 - theta_k) * delta_k > newton_tol`` (it cannot converge in the iterations left; not
-checked on a last attempt), after ``max_newton_iters`` iterations, or on a non-finite
-value.
+max |h dK| / sc`` over all elements of the ``k``-th increment and the contraction
+rate ``theta_k = delta_k / delta_{k-1}``, the solve stops once ``eta * delta_k <= tol``
+with ``eta = theta_k / (1 - theta_k)`` (on the first iteration ``eta`` is carried over
+from the previous solve as ``max(eta, eps)**0.8``, starting at 1). On a fixed grid (or
+with ``options['newton_tol']`` given) ``sc = 1 + |y|`` and ``tol = newton_tol``; in an
+adaptive solve by default ``sc = atol + rtol |y|``, the error control's own scale, and
+``tol = _KAPPA = 0.1`` (Newton's error a tenth of what the step may make; never below
+``50 eps (1 + |y|)``). It fails when ``theta_k >= 1`` (divergence), when
+``theta_k**(max_newton_iters - k) / (1 - theta_k) * delta_k > tol`` (it cannot converge
+in the iterations left; not checked on a last attempt), after ``max_newton_iters``
+iterations, or on a non-finite value.
 
 Reuse and refresh (per solve, in the ``Stepper``):
 
 - ``J`` is evaluated on the first step, and again at a step's start when the previous
-  step's slowest Newton solve needed more than 3 iterations (``_REFRESH_ITERS``).
+  step's slowest Newton solve needed more than 3 iterations (``_REFRESH_ITERS``) with
+  an LU made for its own ``h`` (see the band below; a slow solve with a borrowed LU
+  only drops the LUs).
 - The LU factors are cached per value of ``h * a_ii`` (DIRK) or ``h`` (FIRK) and
   reused while that value is unchanged (relative ``_SAME_H_RTOL = 1e-9``, so the
   rounding of grid differences does not count as a change): a new ``h`` refactorises,
-  a new ``J`` drops them all.
+  a new ``J`` drops them all. In an adaptive solve an LU is also reused while
+  ``|h / h_LU - 1| <= options['lu_band']`` (default 0.2; 0 refactorises whenever ``h``
+  changes): Hairer's codes keep ``h`` itself unchanged in such a band to keep their LU;
+  here the controller's ``h`` is taken and Newton runs with the slightly different
+  matrix, which costs its contraction at most about ``|h / h_LU - 1|`` per iteration
+  (measured on Van der Pol, mu = 1000: the band cuts the LUs 2-3x for 1-2% more ``f``).
 - A failed Newton solve counts ``stats.newton_failures`` (recovered ones included) and
-  is retried: (1) if ``J`` was not evaluated at this step's ``(t, y)``, it is, and
-  Newton starts again; (2) if the iteration was contracting but too slowly, ``J`` is
-  evaluated at its last iterate's stage state (DIRK: that stage's ``(t + c_i h, Y_i)``;
-  FIRK: the last implicit stage's) and Newton continues from that iterate, this time
-  without giving up early. If nothing is left to try, ``SolverError`` is raised naming
-  ``t``, ``h``, the reason and what to try. (With ``with_error=True``, the hook for an
-  adaptive method, the step instead returns an infinite error so that the adaptive
-  integrator rejects it and shrinks the step.)
+  is retried: (0) in an adaptive solve, if it used a borrowed LU, with the LU for this
+  ``h``; (1) if ``J`` was not evaluated at this step's ``(t, y)``, it is, and Newton
+  starts again; (2) on a fixed grid, if the iteration was contracting but too slowly,
+  ``J`` is evaluated at its last iterate's stage state (DIRK: that stage's ``(t + c_i h,
+  Y_i)``; FIRK: the last implicit stage's) and Newton continues from that iterate, this
+  time without giving up early. If nothing is left to try, ``SolverError`` is raised
+  naming ``t``, ``h``, the reason and what to try. In an adaptive solve
+  (``with_error=True``) the step instead returns ``y1 = y`` and the error ``2**(q+1)
+  (atol + rtol |y|)``, which the adaptive loop reads as the error ratio ``2**(q+1)``: it
+  rejects the step and its controller halves ``h`` (about ``0.45 h`` at safety 0.9), the
+  response of Hairer's codes to a Newton failure. ``batch_independent=True`` is checked
+  once after a first failure: a coupled ``f`` is then a ``ValueError``.
+
+Adaptive solves (``kvaerno3``, ``kvaerno5``, ``radau5``; ``ImplicitRK.adaptive`` is
+``True`` for any tableau with ``b_error``) run in ``hyperode.solvers.adaptive``'s loop
+with the PI controller by default (``default_controller = "pi"``: on Van der Pol it
+rejects half as many steps as the I-controller), FSAL (``f1 = K_s``) and the cubic
+Hermite interpolant through ``(y, k1)`` and ``(y1, K_s)`` as dense output (free: both
+slopes are stages; its ``O(h^4)`` local error is below the step's error for
+``kvaerno3`` and about the size of the estimate's for the fifth-order pairs).
 
 Batches. For a state ``[B, ...]`` whose samples do not interact, ``J`` is block
 diagonal: ``batch_independent`` makes each sample its own ``d x d`` system (``d =
@@ -118,7 +163,8 @@ Jacobian (at ``(t + h, y1)``) to the next step's Newton solve, and a DIRK its LU
 when the step is accepted. With ``jacobian="fd"`` the stage Jacobians, hence the
 gradients, are finite-difference accurate (about ``sqrt(eps)``).
 
-Each step returns ``StepResult(y1, None, ks=[k1, K_1, …, K_s], f1)`` (``ks[0] = f(t, y)``,
+Each step returns ``StepResult(y1, error, ks=[k1, K_1, …, K_s], f1)`` (``error`` only
+with ``with_error=True``; ``ks[0] = f(t, y)``,
 ``ks[1 + i]`` stage ``i``; an explicit first stage is ``k1`` itself) with ``f1 = K_s``
 when the method is stiffly accurate (``c_s = 1`` and the last row of ``A`` equal to
 ``b``, so ``Y_s = y1`` and ``K_s = f(t + h, y1)`` up to the Newton tolerance), else
@@ -129,13 +175,17 @@ iterations of the graph-free solves; the gradient correction is not counted) and
 ``jacrev``/``jacfwd`` call, ``d`` or ``n`` for ``fd``) included, are counted by ``f``.
 
 Complex states are refused (``ValueError``). Coefficients: Hairer & Wanner, Solving ODEs
-II, §IV.5 (Gauss, Radau IIA) and §IV.6 (SDIRK); Hosea & Shampine (1996) for TR-BDF2.
+II, §IV.5 (Gauss, Radau IIA), §IV.6 (SDIRK) and §IV.8 (radau5's estimate); Hosea &
+Shampine (1996) for TR-BDF2; Kværnø (2004) for kvaerno3 (written in terms of its
+``gamma``, the root 0.4358665215084597 of ``6g^3 - 18g^2 + 9g - 1``) and kvaerno5
+(``gamma = 0.26``, coefficients to 17 digits).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +206,10 @@ _DEFAULT_ATOL = 1e-9
 _NEWTON_TOL_FACTOR = 0.1  # default newton_tol = this * min(rtol, atol) ...
 _NEWTON_TOL_FLOOR = 50.0  # ... but at least this many eps of the state's dtype
 _DEFAULT_MAX_NEWTON_ITERS = 10
+_KAPPA = 0.1  # adaptive solves: Newton's error at most this fraction of atol + rtol |y|
+_DEFAULT_LU_BAND = 0.2  # adaptive solves: an LU serves steps with |h/h_LU - 1| <= this
+_INVERSE_MAX = 64
+_PREDICTOR_NODES = 3  # Newton's starting guesses: polynomials through this many stages  # adaptive solves: systems up to this size are solved by M^{-1}
 JACOBIANS = ("jacrev", "jacfwd", "fd")
 BATCH_MODES = (True, False, "auto")
 _PROBE_SEED = 20240607  # the block-diagonal check's fixed pseudo-random vector
@@ -206,6 +260,7 @@ class ImplicitTableau:
     order: int
     b_error: tuple[float, ...] | None = None
     error_order: int | None = None
+    error_filter: float | None = None
     stages: int = field(init=False, repr=False, compare=False)
     diagonally_implicit: bool = field(init=False, repr=False, compare=False)
     explicit: tuple[bool, ...] = field(init=False, repr=False, compare=False)
@@ -277,6 +332,15 @@ class ImplicitTableau:
             set_(self, key, value)
         if b_error is not None:
             set_(self, "error_order", int(self.error_order))
+        gf = self.error_filter
+        if gf is not None:
+            if b_error is None:
+                raise ValueError(f"tableau {name!r}: error_filter needs b_error")
+            ok = isinstance(gf, numbers.Real) and not isinstance(gf, bool)
+            if not ok or not (math.isfinite(gf) and gf > 0):
+                raise ValueError(f"tableau {name!r}: error_filter must be a finite number "
+                                 f"> 0, got {gf!r}")
+            set_(self, "error_filter", float(gf))
 
 
 # --------------------------------------------------------------------------- options
@@ -312,6 +376,17 @@ def _check_option(where: str, name: str, value: Any) -> Any:
         if not ok:
             raise ValueError(f"{label}={value!r} is invalid; expected an integer >= 1")
         return int(value)
+    if name == "lu_band":
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+            value = float(value.detach())
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = 0.0 <= value < 1.0
+        if not ok:
+            raise ValueError(f"{label}={value!r} is invalid; expected a number in [0, 1) (0: "
+                             f"a new LU whenever h changes)")
+        return value
     raise AssertionError(name)
 
 
@@ -347,12 +422,14 @@ class ImplicitRK:
     adaptive = False
     corrections_per_step = 0
     implicit = True
+    complex_states = False  # refused up front by odeint (also when no step is taken)
     option_names = frozenset({"batch_independent", "jacobian", "newton_tol",
                               "max_newton_iters"})
 
     def __init__(self, tableau: ImplicitTableau, *, batch_independent: bool | str = "auto",
                  jacobian: str = "jacrev", newton_tol: float | None = None,
                  max_newton_iters: int = _DEFAULT_MAX_NEWTON_ITERS,
+                 lu_band: float = _DEFAULT_LU_BAND,
                  rtol: float | Tensor = _DEFAULT_RTOL, atol: float | Tensor = _DEFAULT_ATOL,
                  _where: str = "{}"):
         if not isinstance(tableau, ImplicitTableau):
@@ -360,10 +437,15 @@ class ImplicitRK:
         self.tableau = tableau
         self.name = tableau.name
         self.order = tableau.order
+        self.adaptive = tableau.b_error is not None
+        if self.adaptive:  # options of adaptive solves only; the PI controller by default
+            self.option_names = ImplicitRK.option_names | {"lu_band"}
+            self.default_controller = "pi"
         self.batch_independent = _check_option(_where, "batch_independent", batch_independent)
         self.jacobian = _check_option(_where, "jacobian", jacobian)
         self.newton_tol = _check_option(_where, "newton_tol", newton_tol)
         self.max_newton_iters = _check_option(_where, "max_newton_iters", max_newton_iters)
+        self.lu_band = _check_option(_where, "lu_band", lu_band)
         self.rtol = rtol
         self.atol = atol
 
@@ -399,6 +481,19 @@ class ImplicitRK:
 
 
 # --------------------------------------------------------------------------- stepper
+
+
+def _lagrange(nodes: Sequence[float], x: float) -> list[float]:
+    """Weights ``w`` with ``p(x) = sum_i w_i p(nodes_i)`` for every polynomial ``p`` of
+    degree ``< len(nodes)`` (distinct nodes)."""
+    out = []
+    for i, xi in enumerate(nodes):
+        w = 1.0
+        for j, xj in enumerate(nodes):
+            if j != i:
+                w *= (x - xj) / (xi - xj)
+        out.append(w)
+    return out
 
 
 class _NewtonFailure(Exception):
@@ -441,11 +536,24 @@ class ImplicitStepper:
         self._pending: tuple[StepResult, Tensor, float | None, Any] | None = None
         self._f1_cache: tuple[StepResult, Tensor] | None = None
         self._iters = 0  # slowest Newton solve of the current step
+        self._step_tol = 0.0  # the current step's Newton tolerance (on the scale ``sc``)
+        self._adaptive = False  # the current step has an error estimate (adaptive solve)
+        self._band = method.lu_band  # adaptive: reuse an LU while |h/h_LU - 1| <= this
+        self._lu_inexact = False  # the current step used an LU factorised for another h
+        self._filter_lu: tuple[float, tuple[Tensor, ...]] | None = None  # error_filter's
         self._auto_pending = False  # batch_independent="auto" not yet checked
         # torch.func cannot trace a field that runs autograd itself (the adjoint's backward
         # dynamics); such a field gets finite differences for the rest of the solve.
         self._how = method.jacobian
+        self._batched_grad = True  # try _reverse_jacobian for "jacrev"
+        self._claim_checked = False  # batch_independent=True verified after a failure
+        self.last_newton_failure: str | None = None  # for error messages
         tab = self.tableau
+        # Newton's starting guesses from the stages already known (tableaux with an error
+        # estimate): the previous accepted step's, ``(t_p, h_p, ks_p)``, and this step's.
+        self._predict = tab.b_error is not None
+        self._previous: tuple[float, float, list[Tensor]] | None = None
+        self._known: list[tuple[float, Tensor]] = []  # (node in units of h from t, K)
         self._lu_slots = len({tab.a[i][i] for i in tab.implicit_stages}) \
             if tab.diagonally_implicit else 1
 
@@ -509,6 +617,10 @@ class ImplicitStepper:
         shape, f = self._shape, self.f
         with torch.no_grad():
             if how == "jacrev":
+                J = self._reverse_jacobian(t, y2) if self._batched_grad else None
+                if J is not None:
+                    return J
+
                 def summed(z: Tensor) -> Tensor:
                     return f(t, z.reshape(shape)).reshape(B, d).sum(0)
                 return jacrev(summed)(y2).permute(1, 0, 2).contiguous()
@@ -516,6 +628,30 @@ class ImplicitStepper:
             def shifted(u: Tensor) -> Tensor:
                 return f(t, (y2 + u).reshape(shape)).reshape(B, d)
             return jacfwd(shifted)(torch.zeros(d, dtype=y2.dtype, device=y2.device))
+
+    def _reverse_jacobian(self, t: float, y2: Tensor) -> Tensor | None:
+        """The ``jacrev`` blocks by one recorded evaluation of ``f`` and one batched
+        backward pass (``torch.autograd.grad(..., is_grads_batched=True)``, ``d``
+        cotangents at once): the same reverse-mode derivatives as ``torch.func.jacrev``
+        at about half its cost. ``None`` when ``f``'s output has no graph to ``y`` (a
+        field that detaches, e.g. one that runs autograd itself) or the batched backward
+        is not supported: ``jacrev`` (and its fallback) decide then, and this path is
+        not tried again in this solve."""
+        B, d = self.systems
+        z = y2.detach().requires_grad_(True)
+        try:
+            with torch.enable_grad():
+                out = self.f(t, z.reshape(self._shape)).reshape(B, d).sum(0)
+            if not out.requires_grad:
+                raise RuntimeError("no graph")
+            eye = torch.eye(d, dtype=y2.dtype, device=y2.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # vmap's "performance drop" notes
+                (J,) = torch.autograd.grad(out, z, eye, is_grads_batched=True)
+        except RuntimeError:
+            self._batched_grad = False
+            return None
+        return J.permute(1, 0, 2).contiguous()
 
     def _block_diagonal(self, t: float, y: Tensor, fy: Tensor, J: Tensor) -> bool:
         """Whether the ``[B, d, d]`` blocks ``J`` (from the collapsed derivative) explain
@@ -561,16 +697,34 @@ class ImplicitStepper:
             if not self._block_diagonal(t, y, k1, J):
                 self.systems = (1, y.numel())
                 J = self._jacobian(t, y, k1)
+        if not bool(torch.isfinite(J).all()):  # one check per Jacobian
+            raise SolverError(
+                f"{self.method.name}: the Jacobian df/dy at t={t!r} has non-finite entries "
+                f"(NaN/inf): f is not differentiable at that state (e.g. sqrt or abs at 0, a "
+                f"division by zero) or returns NaN/inf near it; make f smooth there or use "
+                f"options['jacobian']='fd' (finite differences)")
         self.jacobian_matrix = J
         self._J_y = y
         self._J_stale = False
         self._lu = {}
+        self._filter_lu = None
 
     # ------------------------------------------------------------------ linear algebra
 
-    def _factor(self, M: Tensor) -> tuple[Tensor, Tensor]:
+    def _factor(self, M: Tensor, inverse: bool = False) -> tuple[Tensor, ...]:
+        """``(LU, pivots)`` of ``M``; with ``inverse`` (adaptive solves, systems of at most
+        ``_INVERSE_MAX`` unknowns) also ``M^{-1}`` from them, so that each Newton
+        iteration is one batched matrix-vector product instead of two triangular solves
+        (the same factorisation: counted once in ``stats.n_lu``)."""
         self.stats.n_lu += 1
         LU, piv = torch.linalg.lu_factor(M)
+        n = M.shape[-1]
+        diagonal = LU.diagonal(dim1=-2, dim2=-1)
+        if not bool(torch.isfinite(LU).all() & (diagonal != 0).all()):  # one check per LU
+            raise _NewtonFailure("the Newton matrix I - h*a*J is singular or not finite", "")
+        if inverse and n <= _INVERSE_MAX:
+            eye = torch.eye(n, dtype=M.dtype, device=M.device).expand(M.shape)
+            return LU, piv, torch.linalg.lu_solve(LU, piv, eye)
         return LU, piv
 
     def _lu_for(self, key: float, build: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
@@ -578,10 +732,14 @@ class ImplicitStepper:
         one entry per distinct diagonal value is kept (the oldest goes), so a changing
         ``h`` does not accumulate factors."""
         cache = self._lu
+        band = self._band if self._adaptive else 0.0
         for k, lu in cache.items():
             if abs(k - key) <= _SAME_H_RTOL * abs(key):
                 return lu
-        lu = self._factor(build())
+            if abs(k - key) <= band * abs(k):
+                self._lu_inexact = True
+                return lu
+        lu = self._factor(build(), self._adaptive)
         while len(cache) >= self._lu_slots:
             del cache[next(iter(cache))]
         cache[key] = lu
@@ -607,31 +765,33 @@ class ImplicitStepper:
         return eye - h * blocks.reshape(B, m * d, m * d)
 
     @staticmethod
-    def _solve(lu: tuple[Tensor, Tensor], r: Tensor) -> Tensor:
+    def _solve(lu: tuple[Tensor, ...], r: Tensor) -> Tensor:
+        if len(lu) == 3:
+            return torch.bmm(lu[2], r.unsqueeze(-1)).squeeze(-1)
         return torch.linalg.lu_solve(lu[0], lu[1], r.unsqueeze(-1)).squeeze(-1)
 
     # ------------------------------------------------------------------ Newton
 
-    def _newton(self, residual: Callable[[Tensor], Tensor], z: Tensor,
-                lu: Callable[[], tuple[Tensor, Tensor]], sc: Tensor, h: float,
-                stage: str, patient: bool) -> Tensor:
-        """Simplified Newton on ``residual(z) = 0`` for ``z`` ``[B, m, d]`` (no graph);
-        ``lu()`` gives the factors of ``M``, ``sc = 1 + |y|`` as ``[B, 1, d]``. Raises
+    def _newton(self, prepare: Callable[[], Callable[[Tensor], Tensor]], z: Tensor,
+                sc: Tensor, h: float, stage: str, patient: bool) -> Tensor:
+        """Simplified Newton on a system in the unknowns ``z`` (no graph). ``prepare()``
+        fetches the factors of ``M`` and returns ``correction(z) = M^{-1} G(z)``; ``sc``
+        (broadcastable to ``z``) scales the test ``|h| max |dz| / sc``. Raises
         ``_NewtonFailure``; unless ``patient`` (the last attempt), also as soon as the
         contraction rate says it cannot converge in the iterations left."""
-        tol, max_iters, stats = self._tol, self.method.max_newton_iters, self.stats
-        factors = lu()
-        B, m, d = z.shape
+        tol, max_iters, stats = self._step_tol, self.method.max_newton_iters, self.stats
+        correction = prepare()
         eta = self._eta
         prev = math.inf
         theta = 0.0
         it = 0
+        ah = abs(h)
         try:
             for it in range(1, max_iters + 1):
                 stats.n_newton += 1
-                dz = self._solve(factors, residual(z).reshape(B, m * d)).reshape(B, m, d)
+                dz = correction(z)
                 z = z - dz
-                delta = abs(h) * float((dz.abs() / sc).max())
+                delta = ah * float(torch.linalg.vector_norm(dz / sc, math.inf))
                 if not math.isfinite(delta):
                     raise _NewtonFailure("a stage or f became non-finite (NaN/inf)", stage)
                 if it > 1:
@@ -678,6 +838,16 @@ class ImplicitStepper:
         except _NewtonFailure as e:
             stats.newton_failures += 1
             failure = e
+        if self._adaptive and self._lu_inexact:  # first the LU for this very h
+            self._lu_inexact = False
+            band, self._band = self._band, 0.0
+            try:
+                return solve(z0, False)
+            except _NewtonFailure as e:
+                stats.newton_failures += 1
+                failure = e
+            finally:
+                self._band = band
         if self._J_y is not self._y_step:
             self._newton_jacobian(t, self._y_step, k1)
             done.append("at the step's start")
@@ -686,11 +856,12 @@ class ImplicitStepper:
             except _NewtonFailure as e:
                 stats.newton_failures += 1
                 failure = e
-        if failure.z is not None:
+        if failure.z is not None and not self._adaptive:
             t_j, y_j = point(failure.z)
             self.jacobian_matrix = self._jacobian(t_j, y_j, None)
             self._J_y = None
             self._lu = {}
+            self._filter_lu = None
             done.append("at the last iterate")
             try:
                 return solve(failure.z, True)
@@ -699,6 +870,44 @@ class ImplicitStepper:
                 failure = e
         failure.done = done
         raise failure
+
+    def _start_history(self, t: float, h: float, k1: Tensor) -> None:
+        """The stages Newton's starting guesses are built from (``_guess``): ``k1`` at this
+        step's start and, when the previous accepted step ended here, its stages."""
+        known = self._known = [(0.0, k1)]
+        prev = self._previous
+        if prev is None:
+            return
+        tp, hp, ksp = prev
+        if abs(tp + hp - t) > 1e-12 * (abs(t) + abs(hp)):  # not contiguous (a jump, ...)
+            return
+        r = hp / h
+        c = self.tableau.c
+        for i in range(self.tableau.stages):
+            u = (c[i] - 1.0) * r
+            if abs(u) > 1e-9:  # the stage at the previous step's end is k1 (FSAL)
+                known.append((u, ksp[i + 1]))
+
+    def _guess(self, c_i: float) -> Tensor:
+        """Newton's starting guess for the stage at ``t + c_i h``: the polynomial through
+        the (at most ``_PREDICTOR_NODES``) known stage derivatives nearest in time (this
+        step's and the previous step's; Lagrange weights in units of ``h``), evaluated
+        there; a stage at the node of a known one starts from it (the latest such)."""
+        known = self._known
+        order = sorted(range(len(known)), key=lambda j: (abs(known[j][0] - c_i), -j))
+        nodes: list[float] = []
+        ks: list[Tensor] = []
+        for j in order:
+            u, k = known[j]
+            if abs(u - c_i) <= 1e-9:
+                return k
+            if any(abs(u - v) <= 1e-9 for v in nodes):
+                continue
+            nodes.append(u)
+            ks.append(k)
+            if len(nodes) == _PREDICTOR_NODES:
+                break
+        return combine(None, ks, _lagrange(nodes, c_i), 1.0)
 
     def _pack(self, xs: Sequence[Tensor]) -> Tensor:
         B, d = self.systems
@@ -720,21 +929,35 @@ class ImplicitStepper:
                 ks[j] = z[:, jj].reshape(shape)
             return ks
 
-        def residual(z: Tensor) -> Tensor:
-            ks = unpack(z)
-            return z - self._pack([f(t + c[i] * h, combine(y, ks, a[i], h)) for i in imp])
+        B, d = self.systems
+        m = len(imp)
+        # Y_I = y + h a_{I,0} k1 (an explicit first stage) + h A_II z, all stages at once
+        base = self._pack([combine(y, [k1], a[i][:1], h) if tab.explicit[0] else y
+                           for i in imp])
+        Ah = self._aii * h
+        times = [t + c[i] * h for i in imp]
 
-        def lu() -> tuple[Tensor, Tensor]:
-            return self._lu_for(h, lambda: self._firk_matrix(self.jacobian_matrix, h))
+        def residual(z: Tensor) -> Tensor:
+            states = torch.matmul(Ah, z).add_(base).unbind(1)
+            return z - torch.stack([f(ti, yi.reshape(shape)).reshape(B, d)
+                                    for ti, yi in zip(times, states)], 1)
+
+        def prepare() -> Callable[[Tensor], Tensor]:
+            factors = self._lu_for(h, lambda: self._firk_matrix(self.jacobian_matrix, h))
+
+            def correction(z: Tensor) -> Tensor:
+                return self._solve(factors, residual(z).reshape(B, m * d)).reshape(B, m, d)
+            return correction
 
         def solve(z0: Tensor, patient: bool) -> Tensor:
-            return self._newton(residual, z0, lu, sc, h, "", patient)
+            return self._newton(prepare, z0, sc, h, "", patient)
 
         def point(z: Tensor) -> tuple[float, Tensor]:  # the last implicit stage
             i = imp[-1]
             return t + c[i] * h, combine(y, unpack(z), a[i], h)
 
-        z0 = self._pack([k1] * len(imp))
+        z0 = self._pack([self._guess(c[i]) for i in imp] if self._predict else
+                        [k1] * len(imp))
         return unpack(self._with_retry(t, y, k1, solve, z0, point))
 
     def _dirk_stages(self, t: float, y: Tensor, h: float, k1: Tensor, sc: Tensor
@@ -742,34 +965,47 @@ class ImplicitStepper:
         """The stages of a diagonally implicit tableau one by one (no graph)."""
         tab = self.tableau
         c, a, f, shape = tab.c, tab.a, self.f, self._shape
+        B, d = self.systems
+        scs = sc.reshape(shape)
         ks: list[Tensor] = []
         for i in range(tab.stages):
             ti = t + c[i] * h
             if tab.explicit[i]:
                 ks.append(k1 if i == 0 else f(ti, combine(y, ks, a[i][:i], h)))
+                if self._predict:
+                    self._known.append((c[i], ks[-1]))
                 continue
             base = combine(y, ks, a[i][:i], h) if i else y
             ha = h * a[i][i]
 
             def state(z: Tensor, base: Tensor = base, ha: float = ha) -> Tensor:
-                return torch.add(base, z.reshape(shape), alpha=ha)
+                return torch.add(base, z, alpha=ha)
 
-            def residual(z: Tensor, state: Callable = state, ti: float = ti) -> Tensor:
-                return z - f(ti, state(z)).reshape(z.shape)
+            def prepare(ha: float = ha, ti: float = ti, state: Callable = state
+                        ) -> Callable[[Tensor], Tensor]:
+                factors = self._lu_for(
+                    ha, lambda: self._dirk_matrix(self.jacobian_matrix, ha))
+                inv = factors[2] if len(factors) == 3 else None
 
-            def lu(ha: float = ha) -> tuple[Tensor, Tensor]:
-                return self._lu_for(ha, lambda: self._dirk_matrix(self.jacobian_matrix, ha))
+                def correction(z: Tensor) -> Tensor:
+                    r = (z - f(ti, state(z))).reshape(B, d, 1)
+                    if inv is not None:
+                        return torch.bmm(inv, r).reshape(shape)
+                    return torch.linalg.lu_solve(factors[0], factors[1], r).reshape(shape)
+                return correction
 
-            def solve(z0: Tensor, patient: bool, residual: Callable = residual,
-                      lu: Callable = lu, i: int = i) -> Tensor:
-                return self._newton(residual, z0, lu, sc, h, f" (stage {i + 1})", patient)
+            def solve(z0: Tensor, patient: bool, prepare: Callable = prepare,
+                      i: int = i) -> Tensor:
+                return self._newton(prepare, z0, scs, h, f" (stage {i + 1})", patient)
 
             def point(z: Tensor, state: Callable = state, ti: float = ti
                       ) -> tuple[float, Tensor]:
                 return ti, state(z)
 
-            z0 = self._pack([ks[-1] if ks else k1])
-            ks.append(self._with_retry(t, y, k1, solve, z0, point).reshape(shape))
+            z0 = self._guess(c[i]) if self._predict else ks[-1] if ks else k1
+            ks.append(self._with_retry(t, y, k1, solve, z0, point))
+            if self._predict:
+                self._known.append((c[i], ks[-1]))
         return ks
 
     # ------------------------------------------------------------------ gradient
@@ -837,23 +1073,36 @@ class ImplicitStepper:
             self._newton_jacobian(t, y, k1)
         self._iters = 0
         self._y_step = y  # J is "current" when evaluated at this very state
+        self._adaptive = with_error
+        self._lu_inexact = False
         yd, k1d = y.detach(), k1.detach()
+        if self._predict:
+            self._start_history(t, h, k1d)
         with torch.no_grad():
-            sc = (1.0 + yd.abs()).reshape(self.systems[0], 1, self.systems[1])
+            sc = self._scale(yd, with_error)
             try:
                 if tab.diagonally_implicit:
                     ks = self._dirk_stages(t, yd, h, k1d, sc)
                 else:
                     ks = self._firk_stages(t, yd, h, k1d, sc)
             except _NewtonFailure as e:
+                self._check_batch_claim(t, yd, k1d)
+                self.last_newton_failure = f"at t={t!r} with h={h!r}: {e.why}"
                 if with_error:  # an adaptive integrator rejects the step and shrinks h
                     self._J_stale = self._J_y is not y
-                    return StepResult(y, torch.full_like(yd, math.inf), [k1] * (s + 1), None)
+                    return StepResult(y, self._failed_error(yd), [k1] * (s + 1), None)
                 raise self._failure(t, h, e) from None
-        self._J_stale = self._iters > _REFRESH_ITERS
+        if self._iters > _REFRESH_ITERS:
+            if self._lu_inexact:  # slow because of the LU's h: refactorise, keep J
+                self._lu = {}
+            else:
+                self._J_stale = True
         handoff = None
         if torch.is_grad_enabled() and (y.requires_grad or k1.requires_grad):
-            ks, handoff = self._attach_gradient(t, y, h, k1, ks)
+            try:
+                ks, handoff = self._attach_gradient(t, y, h, k1, ks)
+            except _NewtonFailure as e:  # a singular M* at the converged stages
+                raise self._failure(t, h, e) from None
         elif tab.explicit[0]:
             ks[0] = k1
         y1 = combine(y, ks, tab.b, h)
@@ -861,14 +1110,23 @@ class ImplicitStepper:
         if with_error:
             with torch.no_grad():
                 error = combine(None, ks, tab.b_error, h)
+                if tab.error_filter is not None:
+                    try:
+                        error = self._filtered(error, h * tab.error_filter)
+                    except _NewtonFailure:  # a singular filter matrix: the raw estimate
+                        pass
         result = StepResult(y1, error, [k1, *ks], ks[-1] if tab.stiffly_accurate else None)
         self._pending = (result, *handoff) if handoff is not None and tab.stiffly_accurate \
             and tab.c[-1] == 1.0 and not tab.explicit[-1] else None
         return result
 
     def accept(self, t: float, y: Tensor, h: float, result: StepResult) -> None:
-        """Hand the last stage's exact Jacobian (and a DIRK's LU) of an accepted step
-        with a gradient to the next step's Newton solve (stiffly accurate, ``c_s = 1``)."""
+        """Keep an accepted step's stages for the next step's Newton guesses (tableaux
+        with an error estimate); hand the last stage's exact Jacobian (and a DIRK's LU)
+        of an accepted step with a gradient to the next step's Newton solve (stiffly
+        accurate, ``c_s = 1``)."""
+        if self._predict:
+            self._previous = (t, h, [k.detach() for k in result.ks])
         pending, self._pending = self._pending, None
         if pending is None or pending[0] is not result:
             return
@@ -877,6 +1135,7 @@ class ImplicitStepper:
         self._J_y = result.y1
         self._J_stale = False
         self._lu = {} if key is None else {key: lu}
+        self._filter_lu = None
 
     def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
               f1: Tensor | None) -> Tensor:
@@ -897,6 +1156,62 @@ class ImplicitStepper:
                 f1 = self.f(t + h, result.y1)
                 self._f1_cache = (result, f1)
         return hermite(y, result.y1, result.ks[0], f1, h, theta)
+
+    def _filtered(self, error: Tensor, hg: float) -> Tensor:
+        """``(I - hg J)^{-1} error`` (the tableau's ``error_filter``); its factors are kept
+        apart from the stages' and reused as theirs are."""
+        B, d = self.systems
+        key, factors = self._filter_lu if self._filter_lu is not None else (None, None)
+        if key is None or abs(key - hg) > max(_SAME_H_RTOL * abs(hg),
+                                              self._band * abs(key)):
+            factors = self._factor(self._dirk_matrix(self.jacobian_matrix, hg), True)
+            self._filter_lu = (hg, factors)
+        return self._solve(factors, error.reshape(B, d)).reshape(error.shape)
+
+    def _check_batch_claim(self, t: float, y: Tensor, k1: Tensor) -> None:
+        """After a Newton failure under ``batch_independent=True`` (declared, not checked):
+        if ``f`` in fact couples the samples, say so (``ValueError``) instead of letting
+        Newton fail on with the wrong matrix. One product with ``f``'s full derivative,
+        once per solve and only on this failure path."""
+        if self.method.batch_independent is not True or self._claim_checked:
+            return
+        self._claim_checked = True
+        if self.jacobian_matrix is not None and self.systems[0] > 1 and \
+                not self._block_diagonal(t, y, k1, self._jacobian(t, y, k1)):
+            B, d = self.systems
+            raise ValueError(
+                f"{self.method.name}: options['batch_independent']=True declares the {B} "
+                f"samples along dim 0 of the state {tuple(self._shape)} independent, but f "
+                f"couples them (its derivative is not block diagonal in {d} x {d} blocks; "
+                f"found at t={t!r} after a Newton failure): use batch_independent='auto' (the "
+                f"default, which checks) or False, or make f act on each sample separately")
+
+    def _failed_error(self, y: Tensor) -> Tensor:
+        """The error a step whose Newton solve failed reports to the adaptive loop:
+        ``2**(q+1) * (atol + rtol |y|)``, which the loop's norms read as an error ratio of
+        ``2**(q+1)``, so that its controller halves the step (about ``0.45 h`` with the
+        default safety 0.9) as Hairer's codes do after a Newton failure, rather than
+        cutting it to ``dfactor * h`` as for a non-finite error."""
+        m = self.method
+        return (y.abs() * m.rtol + m.atol) * 2.0 ** (self.tableau.error_order + 1)
+
+    def _scale(self, y: Tensor, adaptive: bool) -> Tensor:
+        """The elementwise scale ``sc`` ``[B, 1, d]`` of the Newton test ``max |h dK| / sc
+        <= tol`` for this step (sets ``_step_tol``): ``1 + |y|`` with ``newton_tol`` on a
+        fixed grid or when given; in an adaptive solve by default the error control's own
+        ``atol + rtol |y|`` with ``tol = _KAPPA`` (never below the fixed-grid floor of
+        ``50 eps (1 + |y|)``)."""
+        B, d = self.systems
+        a = y.abs()
+        if not adaptive or self.method.newton_tol is not None:
+            self._step_tol = self._tol
+            return (1.0 + a).reshape(B, 1, d)
+        self._step_tol = _KAPPA
+        m = self.method
+        sc = torch.mul(a, m.rtol) if not isinstance(m.atol, Tensor) else a * m.rtol
+        sc = sc + m.atol if isinstance(m.atol, Tensor) else sc.add_(m.atol)
+        floor = (1.0 + a).mul_(_NEWTON_TOL_FLOOR * self._eps / _KAPPA)
+        return torch.maximum(sc.reshape(B, 1, d), floor.reshape(B, 1, d))
 
     def _failure(self, t: float, h: float, e: _NewtonFailure) -> SolverError:
         m = self.method
@@ -976,6 +1291,56 @@ TRBDF2 = ImplicitTableau(
     order=2,
 )
 
+_GK3 = 0.43586652150845967
+KVAERNO3 = ImplicitTableau(
+    "kvaerno3",
+    c=(0.0, 2 * _GK3, 1.0, 1.0),
+    a=((0.0, 0.0, 0.0, 0.0), (_GK3, _GK3, 0.0, 0.0),
+       ((-4 * _GK3**2 + 6 * _GK3 - 1) / (4 * _GK3), (1 - 2 * _GK3) / (4 * _GK3), _GK3, 0.0),
+       ((6 * _GK3 - 1) / (12 * _GK3), -1 / ((24 * _GK3 - 12) * _GK3),
+        (-6 * _GK3**2 + 6 * _GK3 - 1) / (6 * _GK3 - 3), _GK3)),
+    b=((6 * _GK3 - 1) / (12 * _GK3), -1 / ((24 * _GK3 - 12) * _GK3),
+       (-6 * _GK3**2 + 6 * _GK3 - 1) / (6 * _GK3 - 3), _GK3),
+    order=3,
+    b_error=((6 * _GK3 - 1) / (12 * _GK3) - (-4 * _GK3**2 + 6 * _GK3 - 1) / (4 * _GK3),
+             -1 / ((24 * _GK3 - 12) * _GK3) - (1 - 2 * _GK3) / (4 * _GK3),
+             (-6 * _GK3**2 + 6 * _GK3 - 1) / (6 * _GK3 - 3) - _GK3, _GK3),
+    error_order=2,
+)
+_K5 = (
+    (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    (0.26, 0.26, 0.0, 0.0, 0.0, 0.0, 0.0),
+    (0.13, 0.84033320996790809, 0.26, 0.0, 0.0, 0.0, 0.0),
+    (0.22371961478320505, 0.47675532319799699, -0.06470895363112615, 0.26, 0.0, 0.0, 0.0),
+    (0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998,
+     0.26, 0.0, 0.0),
+    (0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141,
+     0.61943039072480676, 0.26, 0.0),
+    (0.13659751177640291, 0.0, -0.05496908796538376, -0.04118626728321046,
+     0.62993304899016403, 0.06962479448202728, 0.26),
+)
+KVAERNO5 = ImplicitTableau(
+    "kvaerno5", c=tuple(sum(r) for r in _K5), a=_K5, b=_K5[-1], order=5,
+    b_error=tuple(x - y for x, y in zip(_K5[-1], _K5[-2])), error_order=4)
+
+_RA = RADAU_IIA5.a
+_G0 = 0.27488882959567734  # 1 / (the real eigenvalue of A^{-1}) of Radau IIA5
+RADAU5 = ImplicitTableau(
+    "radau5",
+    c=(0.0, *RADAU_IIA5.c),
+    a=((0.0, 0.0, 0.0, 0.0), *((0.0, *row) for row in _RA)),
+    b=(0.0, *RADAU_IIA5.b),
+    order=5,
+    b_error=(_G0, -(13 + 7 * _S6) / 3 * _G0 * _RA[0][0] + (-13 + 7 * _S6) / 3 * _G0 * _RA[1][0]
+             - _G0 / 3 * _RA[2][0],
+             -(13 + 7 * _S6) / 3 * _G0 * _RA[0][1] + (-13 + 7 * _S6) / 3 * _G0 * _RA[1][1]
+             - _G0 / 3 * _RA[2][1],
+             -(13 + 7 * _S6) / 3 * _G0 * _RA[0][2] + (-13 + 7 * _S6) / 3 * _G0 * _RA[1][2]
+             - _G0 / 3 * _RA[2][2]),
+    error_order=3,
+    error_filter=_G0,
+)
+
 TABLEAUS = (IMPLICIT_EULER, IMPLICIT_MIDPOINT, TRAPEZOID, RADAU_IIA3, RADAU_IIA5, GL4, GL6,
             SDIRK2, TRBDF2)
 
@@ -984,6 +1349,8 @@ implicit_euler, implicit_midpoint, trapezoid, radauIIA3, radauIIA5, gl4, gl6, sd
 
 METHODS = (implicit_euler, implicit_midpoint, trapezoid, radauIIA3, radauIIA5, gl4, gl6,
            sdirk2, trbdf2)
+kvaerno3, kvaerno5, radau5 = ImplicitRK(KVAERNO3), ImplicitRK(KVAERNO5), ImplicitRK(RADAU5)
+ADAPTIVE_METHODS = (kvaerno3, kvaerno5, radau5)
 ALIASES = {"gauss_legendre4": "gl4", "gauss_legendre6": "gl6"}
 
 __all__ = [

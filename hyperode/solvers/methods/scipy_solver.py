@@ -29,9 +29,9 @@ Semantics, as torchdiffeq's ``scipy_solver`` except where noted:
   gradient flows back through it to ``y0``, ``t`` or ``func``'s parameters. When one of
   them would need one (``y0`` or an ``nn.Module`` ``func``'s parameters require grad, or
   ``t`` does, with grad mode on), the solve runs as torchdiffeq's does but warns once per
-  call site that no gradient flows. (``solve`` puts ``y0`` itself at ``ys[0]``, so that
-  row is ``y0`` with its graph; ``solve``'s ``t``-gradient terms are added on top of the
-  detached result.) ``odeint_adjoint(..., method="scipy_solver")`` does give gradients:
+  call site that no gradient flows (``hyperode.odeint.solve`` warns; the whole solution,
+  ``ys[0]`` included, has no graph, so a ``backward()`` through it fails loudly instead
+  of giving partial gradients). ``odeint_adjoint(..., method="scipy_solver")`` does give gradients:
   its forward solve and its backward adjoint solve (which uses ``scipy_solver`` too, with
   the same options, unless ``adjoint_method`` says otherwise) need no graph through the
   solver, only vector-Jacobian products of ``func`` at single points. The backward state
@@ -66,16 +66,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import sys
 import warnings
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ...errors import MaxStepsExceededError, NonFiniteStateError, SolverError
+from ...errors import MaxStepsExceededError, NonFiniteStateError, SolverError, user_stacklevel
 from ..stats import SolverStats
 
 SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
@@ -83,7 +81,6 @@ COMPLEX_SOLVERS = frozenset({"RK45", "RK23", "DOP853", "BDF"})
 SCALAR_RTOL_SOLVERS = frozenset({"Radau", "BDF"})
 DEFAULT_SOLVER = "LSODA"
 _DEFAULT_MAX_NUM_STEPS = 100_000  # as hyperode.solvers.config.DEFAULT_MAX_NUM_STEPS
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _number(name: str, value: Any, *, allow_zero: bool = False,
@@ -169,7 +166,6 @@ class ScipySolver:
                              f"(options['solver']) integrates real states only; use one of "
                              f"{', '.join(s for s in SOLVERS if s in COMPLEX_SOLVERS)}, or "
                              f"split y0 into real and imaginary parts")
-        _warn_if_gradient_expected(y0, getattr(f, "func", None))
         if self.record_steps:
             stats.accepted_ts, stats.rejected_ts = [], []
         if len(t_list) == 1:
@@ -202,7 +198,7 @@ class ScipySolver:
 
                 warnings.warn(f"options['min_step'] = {self.min_step!r} has no effect: scipy "
                               f"{scipy.__version__}'s LSODA ignores min_step (scipy issue "
-                              f"gh-25827)", RuntimeWarning, stacklevel=_user_stacklevel())
+                              f"gh-25827)", RuntimeWarning, stacklevel=user_stacklevel())
         if self.first_step is not None:
             options["first_step"] = min(self.first_step, abs(t_end - t0))
         y0_np = np.array(y0.detach().reshape(-1).cpu().numpy(), dtype=np_dtype)
@@ -316,30 +312,6 @@ def _counting(solver: str, progress: _Progress) -> type:
         return message
 
     return type(f"Counting{solver}", (base,), {"step": step})
-
-
-def _warn_if_gradient_expected(y0: Tensor, func: Any) -> None:
-    if not torch.is_grad_enabled():
-        return
-    wants = y0.requires_grad or (isinstance(func, nn.Module)
-                                 and any(p.requires_grad for p in func.parameters()))
-    if wants:
-        warnings.warn(
-            "method='scipy_solver' integrates outside autograd: its result is detached, so "
-            "no gradient flows through the solve to y0, t or func's parameters. Use "
-            "hyperode.odeint_adjoint(..., method='scipy_solver') for gradients, or a torch "
-            "method (e.g. dopri5)", UserWarning, stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` of the first caller outside the hyperode package (as seen from
-    the function that calls ``warnings.warn``)."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR + os.sep):
-        frame = frame.f_back
-        level += 1
-    return level
 
 
 scipy_solver = ScipySolver()
