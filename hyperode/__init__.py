@@ -2,7 +2,8 @@
 
 from .adjoint import ADJOINT_NORMS, AdjointSolution, odeint_adjoint, solve_adjoint
 from .errors import MaxStepsExceededError, NonFiniteStateError, SolverError, StepSizeUnderflowError
-from .odeint import Solution, odeint, odeint_event, solve
+from .events import odeint_event
+from .odeint import Solution, odeint, solve
 from .solvers import (
     METHODS,
     ButcherTableau,

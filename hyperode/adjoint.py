@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .odeint import Solution, check_bool, check_func, check_t, check_y0, solve
-from .solvers.config import GRID_OPTIONS, SolvePlan, resolve
+from .solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from .solvers.norms import mixed_norm, rms_norm
 from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
@@ -314,10 +314,7 @@ class _BackwardConfig:
 
 
 def _is_adaptive(method: Any) -> bool:
-    from .solvers.methods import get_method
-
-    m = get_method("dopri5" if method is None else method)
-    return bool(getattr(m, "adaptive", False)) and not getattr(m, "external", False)
+    return method_kind(method) == "adaptive"
 
 
 def _resolve_named(prefix: str, method: Any, opts: dict, rtol: Any, atol: Any,

@@ -37,10 +37,11 @@ EXPECTED = {
     "tsit5": (5, 4, 4),
     "dopri8": (8, 7, 7),
 }
-# Not explicit tableaux: tests/test_adams.py and tests/test_implicit_fixed.py.
+# Not explicit tableaux: tests/test_adams.py, tests/test_implicit_fixed.py and
+# tests/test_stiff_adaptive.py.
 MULTISTEP = {"explicit_adams", "implicit_adams", "implicit_euler", "implicit_midpoint",
              "trapezoid", "radauIIA3", "radauIIA5", "gl4", "gl6", "sdirk2", "trbdf2",
-             "scipy_solver"}
+             "kvaerno3", "kvaerno5", "radau5", "scipy_solver"}
 FSAL = {"dopri5", "tsit5", "bosh3"}
 
 TOL = 1e-12  # the published coefficients are given to ~16 digits

@@ -208,8 +208,8 @@ _NEWTON_TOL_FLOOR = 50.0  # ... but at least this many eps of the state's dtype
 _DEFAULT_MAX_NEWTON_ITERS = 10
 _KAPPA = 0.1  # adaptive solves: Newton's error at most this fraction of atol + rtol |y|
 _DEFAULT_LU_BAND = 0.2  # adaptive solves: an LU serves steps with |h/h_LU - 1| <= this
-_INVERSE_MAX = 64
-_PREDICTOR_NODES = 3  # Newton's starting guesses: polynomials through this many stages  # adaptive solves: systems up to this size are solved by M^{-1}
+_INVERSE_MAX = 64  # adaptive solves: systems up to this size are solved by M^{-1}
+_PREDICTOR_NODES = 3  # Newton's starting guesses: polynomials through this many stages
 JACOBIANS = ("jacrev", "jacfwd", "fd")
 BATCH_MODES = (True, False, "auto")
 _PROBE_SEED = 20240607  # the block-diagonal check's fixed pseudo-random vector
@@ -244,6 +244,8 @@ class ImplicitTableau:
             adaptive method; needs ``error_order``.
         error_order: the order the estimate measures (``q``; error exponent
             ``1 / (q + 1)``).
+        error_filter: optional ``g > 0``: the estimate is then ``(I - h g J)^{-1}``
+            times the above (radau5's filter, Hairer & Wanner §IV.8); needs ``b_error``.
 
     Validated: ``s >= 1``, every row and ``b`` of length ``s``, all finite, each row of
     ``A`` summing to its ``c_i`` and ``b`` to 1 (within ``1e-12`` of their sizes), at
@@ -412,11 +414,16 @@ class ImplicitRK:
             50 * eps)`` (``eps`` of the state's dtype; ``min`` over the positive
             tolerances), at least as strict as ``0.1 * (atol + rtol * |y|)``.
         max_newton_iters: Newton iterations per system, default 10.
-        rtol, atol: the solve's tolerances (floats or tensors), for the default tolerance.
+        lu_band: adaptive methods only: an LU factorisation serves the steps with
+            ``|h / h_LU - 1| <= lu_band`` (default 0.2; 0: a new LU whenever ``h``
+            changes), see the module docstring.
+        rtol, atol: the solve's tolerances (floats or tensors), for the default tolerance
+            and (adaptive solves) the scale of the Newton test.
 
-    Attributes: ``name``, ``order`` (the tableau's), ``adaptive = False`` (no error
-    estimate is used yet; a tableau with ``b_error`` already computes one with
-    ``with_error=True``), ``corrections_per_step = 0``, ``implicit = True``.
+    Attributes: ``name``, ``order`` (the tableau's), ``adaptive`` (``True`` exactly when
+    the tableau has ``b_error``; then also ``error_exponent = 1 / (q + 1)``,
+    ``default_controller = "pi"`` and ``lu_band`` among the ``option_names``),
+    ``corrections_per_step = 0``, ``implicit = True``.
     """
 
     adaptive = False
