@@ -936,8 +936,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(rows, args.grad)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = args.out_dir / "solver_overhead.json"
-    md_path = args.out_dir / "solver_overhead.md"
+    stem = "solver_overhead_grad" if args.grad else "solver_overhead"
+    json_path = args.out_dir / f"{stem}.json"
+    md_path = args.out_dir / f"{stem}.md"
     payload = {"machine": info, "config": config,
                "rows": [{k: v for k, v in vars(r).items()} for r in rows]}
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
