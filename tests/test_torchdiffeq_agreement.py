@@ -276,3 +276,23 @@ def test_non_fsal_pairs_evaluate_f_at_the_new_state(method):
     evaluated_times = [c[0] for c in calls]
     for te in ends:
         assert te in evaluated_times
+
+
+@pytest.mark.parametrize("tol", [1e-7, 1e-10])
+@pytest.mark.parametrize("case", ADAPTIVE_CASES)
+def test_dopri8_agrees_with_torchdiffeqs_dopri8(case, tol):
+    """Different 8th-order pairs (hyperode: Hairer's DOP853; torchdiffeq: RK8(7)13M), so
+    the steps differ. torchdiffeq's misses the tolerance by up to ~5000x on these cases
+    (its own test suite runs dopri8 at rtol 1e-12 for that reason), so the check is
+    against the reference: hyperode's error stays within 30 tolerances and is never worse
+    than torchdiffeq's (beyond a factor of 2)."""
+    f, y0, t0, t1, _ = CASES[case]
+    t = torch.linspace(t0, t1, 11, dtype=F64)
+    ours = hyperode.solve(f, y0, t, rtol=tol, atol=tol, method="dopri8")
+    theirs = torchdiffeq.odeint(f, y0, t, rtol=tol, atol=tol, method="dopri8")
+    ref = _reference(case, t)
+    a, b = _flat(ours.ys), _flat(theirs)
+    scale = tol + tol * np.abs(ref)
+    assert float((np.abs(a - ref) / scale).max()) <= 30.0
+    err_ours, err_theirs = float(np.abs(a - ref).max()), float(np.abs(b - ref).max())
+    assert err_ours <= 2 * err_theirs + 10 * tol, (err_ours, err_theirs)
