@@ -41,9 +41,11 @@ warm-up). Every solver also runs a tolerance sweep, so that the targets compare 
 problem's tolerance) is interpolated log-log along hyperode's sweep.
 
 Batches: 256 independent samples, as one batched hyperode solve (per-sample ``d x d``
-Jacobians) against a loop of 256 scipy solves: Robertson with per-sample rate
-constants, Van der Pol with per-sample initial states, and the learned field with
-per-sample initial states.
+Jacobians, one step sequence for the batch) against a loop of 256 scipy solves (one
+timed pass): Robertson with per-sample rate constants, and the learned field with
+per-sample initial states. (Van der Pol with per-sample initial states is left out: its
+relaxation jumps then happen at different times in different samples, and a shared step
+sequence must resolve all of them; see the README.)
 
 Training (``train``): a Neural ODE ``f(y) = -K y + MLP(y)`` with a fixed stiff ``K``
 fitted to trajectories of a stiff system, with kvaerno5 + ``odeint_adjoint`` (kvaerno5
@@ -313,7 +315,7 @@ def run_torchdiffeq(td: Any, p: Problem, method: str, n: int, repeats: int,
     first = time.perf_counter() - start
     times = [first]
     nfe = counter["nfe"]
-    for _ in range(max(0, min(repeats, 2) - 1)):  # slow: at most two timed runs
+    for _ in range(max(0, min(repeats, 2) - 1) if first < 5.0 else 0):  # slow: <= 2 runs
         start = time.perf_counter()
         go()
         times.append(time.perf_counter() - start)
@@ -471,7 +473,10 @@ def run_batch(name: str, B: int, repeats: int, n_check: int, scipy_methods: tupl
                 if i in refs:
                     out[i] = sol.y.T
             return out, nfe
-        (ys, nfe), wall, times = timed(loop, 1)
+        start = time.perf_counter()  # one timed pass of B solves (no warm-up)
+        ys, nfe = loop()
+        wall = time.perf_counter() - start
+        times = [wall]
         rows.append(dict(solver=f"scipy {method} (loop of {B})", error=err_of(ys), nfe=nfe,
                          wall_s=wall, times_s=times))
     best_h = min((r["wall_s"] for r in rows if r["solver"].startswith("hyperode")
@@ -592,7 +597,7 @@ def run_problem(p: Problem, args: argparse.Namespace, td: Any, sweep: tuple[floa
     if td is not None and p.name in ("robertson", "vdp"):
         grids = (200, 1000) if not args.quick else (100,)
         if p.name == "vdp":
-            grids = (3000, 30000) if not args.quick else (300,)
+            grids = (3000,) if not args.quick else (300,)
         result["torchdiffeq"] = [run_torchdiffeq(td, p, m, n, repeats, ref)
                                  for m in TORCHDIFFEQ for n in grids]
     result["dopri5"] = run_dopri5(p, args.dopri5_max_steps)
@@ -662,7 +667,7 @@ def main(argv: list[str] | None = None) -> dict:
         data["problems"][name] = run_problem(p, args, td, sweep)
     if "batch" in parts:
         B = args.batch or (8 if args.quick else 256)
-        names = ("robertson",) if args.quick else ("robertson", "vdp", "learned")
+        names = ("robertson",) if args.quick else ("robertson", "learned")
         methods = ("Radau",) if args.quick else ("Radau", "BDF", "LSODA")
         for name in names:
             data["batch"].append(run_batch(name, B, args.repeats, 4 if args.quick else 8,

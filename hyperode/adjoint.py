@@ -381,6 +381,9 @@ class _AdjointFunction(torch.autograd.Function):
 
         for name, callback in cfg.callbacks.items():  # torchdiffeq: *_adjoint on func
             setattr(dynamics, name, _torchdiffeq_state(callback, t_grad))
+        # a_t and a_theta are pure integrals (nothing depends on them): an implicit method's
+        # finite-difference Jacobian skips their columns (zero) instead of perturbing each
+        dynamics.integral_tail = int(t_grad) + sum(p.numel() for p in params)
 
         a_t = torch.zeros((), dtype=ys.dtype, device=ys.device)
         state = [ys[-1], grad_ys[-1], *([a_t] if t_grad else []),

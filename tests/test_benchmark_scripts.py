@@ -205,3 +205,29 @@ def test_torchdiffeq_suite_smoke(tmp_path):
     assert any(r["excluded"] and r["test"] == "TestNorms.test_adjoint_norm"
                for r in data["records"])
     assert "Excluded (private internals)" in (tmp_path / "torchdiffeq_suite.md").read_text()
+
+
+def test_stiff_quick_run_writes_results(tmp_path):
+    """benchmarks/stiff.py on Robertson and a batch of 8, one tolerance sweep of two
+    points: hyperode's implicit methods, scipy, dopri5's stiff error, equal-error ratios."""
+    bench = load_script("stiff")
+    data = bench.main(["--quick", "--only", "robertson,batch", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "stiff_quick.json").read_text())
+    assert saved["quick"] is True and set(saved["problems"]) == {"robertson"}
+    rob = saved["problems"]["robertson"]
+    solvers = {r["solver"] for r in rob["nominal"]}
+    assert {"hyperode kvaerno3", "hyperode kvaerno5", "hyperode radau5",
+            "scipy Radau", "scipy BDF", "scipy LSODA"} <= solvers
+    for r in rob["nominal"]:
+        assert r["error"] < 1e-2 and r["nfe"] > 0 and r["wall_s"] > 0, r
+        if r["solver"].startswith("hyperode"):
+            assert r["n_jacobian"] >= 1 and r["n_lu"] >= 1
+    assert rob["dopri5"]["looks_stiff"] and "kvaerno5" in rob["dopri5"]["message"]
+    eq = rob["equal_error"]["scipy Radau"]
+    assert set(eq["methods"]) == set(bench.HYPERODE) and isinstance(eq["met"], bool)
+    (batch,) = saved["batch"]
+    assert batch["batch"] == 8 and batch["speedup"] > 0
+    assert any(r["solver"].startswith("scipy Radau (loop") for r in batch["rows"])
+    assert set(data["targets"]) == set(saved["targets"]) and len(saved["targets"]) == 2
+    md = (tmp_path / "stiff_quick.md").read_text()
+    assert "## Targets" in md and "looks stiff" in md and "Batch of 8" in md

@@ -553,6 +553,11 @@ class ImplicitStepper:
         # dynamics); such a field gets finite differences for the rest of the solve.
         self._how = method.jacobian
         self._batched_grad = True  # try _reverse_jacobian for "jacrev"
+        # trailing flat elements that f declares pure integrals (``integral_tail`` on the
+        # user's function: odeint_adjoint's a_t and a_theta): zero Jacobian columns
+        inner = getattr(f, "f", f)
+        tail = getattr(getattr(inner, "func", None), "integral_tail", 0)
+        self._integral_tail = tail if isinstance(tail, int) and tail >= 0 else 0
         self._claim_checked = False  # batch_independent=True verified after a failure
         self.last_newton_failure: str | None = None  # for error messages
         tab = self.tableau
@@ -608,9 +613,9 @@ class ImplicitStepper:
             if fy is None:
                 fy = f(t, y2.reshape(shape))
             f0 = fy.detach().reshape(B, d)
-            J = torch.empty(B, d, d, dtype=y.dtype, device=y.device)
+            J = torch.zeros(B, d, d, dtype=y.dtype, device=y.device)
             root = math.sqrt(self._eps)
-            for q in range(d):
+            for q in range(d - (min(self._integral_tail, d) if B == 1 else 0)):
                 yq = y2.clone()
                 col = yq[:, q]
                 col.add_(root * torch.clamp(col.abs(), min=1.0))
@@ -724,10 +729,9 @@ class ImplicitStepper:
         iteration is one batched matrix-vector product instead of two triangular solves
         (the same factorisation: counted once in ``stats.n_lu``)."""
         self.stats.n_lu += 1
-        LU, piv = torch.linalg.lu_factor(M)
+        LU, piv, info = torch.linalg.lu_factor_ex(M)
         n = M.shape[-1]
-        diagonal = LU.diagonal(dim1=-2, dim2=-1)
-        if not bool(torch.isfinite(LU).all() & (diagonal != 0).all()):  # one check per LU
+        if not bool(torch.isfinite(LU).all() & (info == 0).all()):  # one check per LU
             raise _NewtonFailure("the Newton matrix I - h*a*J is singular or not finite", "")
         if inverse and n <= _INVERSE_MAX:
             eye = torch.eye(n, dtype=M.dtype, device=M.device).expand(M.shape)
@@ -901,13 +905,13 @@ class ImplicitStepper:
         step's and the previous step's; Lagrange weights in units of ``h``), evaluated
         there; a stage at the node of a known one starts from it (the latest such)."""
         known = self._known
-        order = sorted(range(len(known)), key=lambda j: (abs(known[j][0] - c_i), -j))
+        order = sorted([(abs(u - c_i), -j) for j, (u, _) in enumerate(known)])
+        if order[0][0] <= 1e-9:
+            return known[-order[0][1]][1]
         nodes: list[float] = []
         ks: list[Tensor] = []
-        for j in order:
-            u, k = known[j]
-            if abs(u - c_i) <= 1e-9:
-                return k
+        for _, j in order:
+            u, k = known[-j]
             if any(abs(u - v) <= 1e-9 for v in nodes):
                 continue
             nodes.append(u)
