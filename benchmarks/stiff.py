@@ -15,7 +15,9 @@ What runs, in one process, one torch thread, float64:
   mode, default options: PI controller, ``lu_band=0.2``);
 * scipy ``solve_ivp`` ``Radau``, ``BDF``, ``LSODA`` on a numpy version of the same
   field, with scipy's own finite-difference Jacobian (its default) and, for Radau, also
-  with the analytic Jacobian (``Radau+jac``);
+  with the analytic Jacobian (``Radau+jac``) and with hyperode's torch field behind a
+  numpy interface (``Radau+torch f``: the same cost per evaluation of ``f`` as hyperode,
+  so that what is left of the difference is the solvers' own);
 * torchdiffeq's implicit methods (``radauIIA5``, ``sdirk2``, ``trbdf2``), which exist only
   on a fixed grid and only in the current source (the installed torchdiffeq 0.2.5 lacks
   them): with ``--torchdiffeq-checkout PATH`` the checkout is put first on ``sys.path``
@@ -87,7 +89,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAME = "stiff"
 F64 = torch.float64
 HYPERODE = ("kvaerno3", "kvaerno5", "radau5")
-SCIPY = ("Radau", "Radau+jac", "BDF", "LSODA")
+SCIPY = ("Radau", "Radau+jac", "Radau+torch f", "BDF", "LSODA")
 TORCHDIFFEQ = ("radauIIA5", "sdirk2", "trbdf2")
 RTOL_SWEEP = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
 QUICK_SWEEP = (1e-4, 1e-6)
@@ -265,21 +267,32 @@ def run_hyperode(p: Problem, method: str, rtol: float, atol: float, repeats: int
                 accepted=s.accepted, rejected=s.rejected, wall_s=wall, times_s=times)
 
 
+def torch_field_for_scipy(p: Problem) -> Callable:
+    """The torch field behind a numpy interface (scipy with hyperode's own f: the same
+    cost per evaluation, so the difference left is the solvers')."""
+    def fn(t, y):
+        with torch.no_grad():
+            return p.f_torch(torch.tensor(t, dtype=F64), torch.from_numpy(y)).numpy()
+    return fn
+
+
 def run_scipy(p: Problem, method: str, rtol: float, atol: float, repeats: int,
               ref: np.ndarray) -> dict:
     base = method.split("+")[0]
     jac = p.jac_numpy if method.endswith("+jac") else None
+    fn = torch_field_for_scipy(p) if method.endswith("+torch f") else p.f_numpy
 
-    def go():
-        return solve_ivp(p.f_numpy, (p.t[0], p.t[-1]), np.array(p.y0), method=base,
-                         t_eval=p.t, rtol=rtol, atol=atol, jac=jac)
+    def go(t_eval=p.t):
+        return solve_ivp(fn, (p.t[0], p.t[-1]), np.array(p.y0), method=base, t_eval=t_eval,
+                         rtol=rtol, atol=atol, jac=jac)
 
     sol, wall, times = timed(go, repeats)
     if not sol.success:
         return dict(solver=f"scipy {method}", rtol=rtol, atol=atol, failed=sol.message)
+    steps = len(go(None).t) - 1  # untimed: the accepted steps (t_eval hides them)
     return dict(solver=f"scipy {method}", rtol=rtol, atol=atol,
                 error=error(sol.y.T, ref, p.floor), nfe=int(sol.nfev), n_jacobian=int(sol.njev),
-                n_lu=int(sol.nlu), accepted=len(sol.t) - 1, wall_s=wall, times_s=times)
+                n_lu=int(sol.nlu), accepted=steps, wall_s=wall, times_s=times)
 
 
 def run_torchdiffeq(td: Any, p: Problem, method: str, n: int, repeats: int,
@@ -370,7 +383,7 @@ def compare_at_equal_error(result: dict) -> dict:
     achieved error at the problem's tolerance."""
     nominal = result["nominal"]
     out = {}
-    for radau in ("scipy Radau", "scipy Radau+jac"):
+    for radau in ("scipy Radau", "scipy Radau+jac", "scipy Radau+torch f"):
         base = next((r for r in nominal if r["solver"] == radau and "error" in r), None)
         if base is None:
             continue
@@ -556,7 +569,7 @@ def train_measurement(iterations: int, quick: bool) -> dict:
                 break
             opt.step()
             times.append(time.perf_counter() - start)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             nfe_f.append(sol.stats.nfe)
             nfe_b.append(sol.backward_stats.nfe if v["adjoint"] else None)
         out["runs"][label] = dict(
@@ -588,7 +601,7 @@ def run_problem(p: Problem, args: argparse.Namespace, td: Any, sweep: tuple[floa
             if m == "kvaerno3" and rtol < 1e-8:
                 continue  # third order: far too many steps at 1e-9
             rows.append(run_hyperode(p, m, rtol, atol, max(1, repeats // 2), ref))
-        for m in ("Radau", "Radau+jac", "BDF"):
+        for m in ("Radau", "Radau+jac", "Radau+torch f", "BDF"):
             if m.endswith("+jac") and p.jac_numpy is None:
                 continue
             rows.append(run_scipy(p, m, rtol, atol, max(1, repeats // 2), ref))
@@ -698,6 +711,11 @@ def targets(data: dict) -> dict:
             out[f"{name}: within 2x of scipy Radau at equal error"] = dict(
                 met=eq["met"], best_ratio=eq["best_ratio"],
                 radau_error=eq["radau_error"], radau_wall_s=eq["radau_wall_s"])
+        same = res["equal_error"].get("scipy Radau+torch f")
+        if same is not None:  # not a target: the same f on both sides
+            out[f"({name}: the same within 2x of scipy Radau given hyperode's torch f)"] = dict(
+                met=same["met"], best_ratio=same["best_ratio"],
+                radau_error=same["radau_error"], radau_wall_s=same["radau_wall_s"])
     for b in data["batch"]:
         out[f"batch {b['batch']} {b['problem']}: faster than the scipy loop"] = dict(
             met=b["met"], speedup=b["speedup"], best_hyperode_s=b["best_hyperode_s"],

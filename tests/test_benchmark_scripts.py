@@ -228,6 +228,6 @@ def test_stiff_quick_run_writes_results(tmp_path):
     (batch,) = saved["batch"]
     assert batch["batch"] == 8 and batch["speedup"] > 0
     assert any(r["solver"].startswith("scipy Radau (loop") for r in batch["rows"])
-    assert set(data["targets"]) == set(saved["targets"]) and len(saved["targets"]) == 2
+    assert set(data["targets"]) == set(saved["targets"]) and len(saved["targets"]) == 3
     md = (tmp_path / "stiff_quick.md").read_text()
     assert "## Targets" in md and "looks stiff" in md and "Batch of 8" in md

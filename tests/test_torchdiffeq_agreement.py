@@ -282,8 +282,8 @@ def test_non_fsal_pairs_evaluate_f_at_the_new_state(method):
 @pytest.mark.parametrize("case", ADAPTIVE_CASES)
 def test_dopri8_agrees_with_torchdiffeqs_dopri8(case, tol):
     """Different 8th-order pairs (hyperode: Hairer's DOP853; torchdiffeq: RK8(7)13M), so
-    the steps differ. torchdiffeq 0.2.5's error is 66-5600x the tolerance on these cases (ours 0.5-14x)
-    (its own test suite runs dopri8 at rtol 1e-12 for that reason), so the check is
+    the steps differ. torchdiffeq 0.2.5's error is 66-5600x the tolerance on these cases
+    (ours 0.5-14x; its own test suite runs dopri8 at rtol 1e-12), so the check is
     against the reference: hyperode's error stays within 30 tolerances and is never worse
     than torchdiffeq's (beyond a factor of 2)."""
     f, y0, t0, t1, _ = CASES[case]
