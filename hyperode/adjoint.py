@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .odeint import Solution, check_bool, check_func, check_t, check_y0, solve
+from .odeint import Solution, check_bool, check_func, check_t, real_state_layout, solve
 from .solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from .solvers.norms import mixed_norm, rms_norm
 from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
@@ -129,12 +129,9 @@ def solve_adjoint(
                          "(event_per_sample=True); use hyperode.odeint (backpropagation "
                          "through the solver)")
     params = _adjoint_params(func, adjoint_params)
-    check_y0(y0)
-    layout = StateLayout(y0)
-    if layout.dtype.is_complex:
-        raise ValueError(f"y0 is complex ({layout.dtype}); odeint_adjoint integrates real "
-                         f"states only: use hyperode.odeint (backpropagation through the "
-                         f"solver) or split y0 into real and imaginary parts")
+    layout = real_state_layout(y0, "odeint_adjoint integrates real states only",
+                               "use hyperode.odeint (backpropagation through the solver) or "
+                               "split y0 into real and imaginary parts")
     t_tensor, _ = check_t(t)
     plan = resolve(method, options, rtol, atol, layout, func=func)
     _check_differentiable("method", plan)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .adjoint import odeint_adjoint
-from .odeint import check_bool, check_func, check_y0, odeint
+from .odeint import check_bool, check_func, odeint, real_state_layout
 from .solvers.problem import State, StateLayout, VectorField
 
 
@@ -94,12 +94,8 @@ def odeint_event(
                          f"{odeint_interface!r}")
     check_bool("reverse_time", reverse_time)
     check_bool("event_per_sample", event_per_sample)
-    check_y0(y0)
-    layout = StateLayout(y0)
-    if layout.dtype.is_complex:
-        raise ValueError(f"y0 is complex ({layout.dtype}); odeint_event differentiates the "
-                         f"event time of real states only: split y0 into real and imaginary "
-                         f"parts")
+    layout = real_state_layout(y0, "odeint_event differentiates the event time of real "
+                               "states only", "split y0 into real and imaginary parts")
     if event_per_sample:
         if odeint_interface is odeint_adjoint:
             raise ValueError("event_per_sample=True works through hyperode.odeint only: "

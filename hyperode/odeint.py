@@ -296,6 +296,17 @@ def check_y0(y0: Any) -> None:
                              f"{m.detach()[index].item()})")
 
 
+def real_state_layout(y0: Any, what: str, remedy: str) -> StateLayout:
+    """``check_y0``, then the layout of a real ``y0``; a complex one is refused with
+    ``"y0 is complex (<dtype>); <what>: <remedy>"`` (entry points that differentiate
+    through real-only machinery)."""
+    check_y0(y0)
+    layout = StateLayout(y0)
+    if layout.dtype.is_complex:
+        raise ValueError(f"y0 is complex ({layout.dtype}); {what}: {remedy}")
+    return layout
+
+
 def check_t(t: Any) -> tuple[Tensor, list[float]]:
     """``t`` as a tensor and as a list of floats; ``ValueError`` unless 1-D, non-empty,
     real, finite and strictly monotonic."""

@@ -39,8 +39,8 @@ from .odes import current_solver, set_solver
 
 if TYPE_CHECKING:
     from ..nn import SolverConfig
+    from .config import TrainConfig
     from .distributed import DistContext
-    from .train import TrainConfig
 
 Batch = tuple[Tensor, Tensor | None]
 

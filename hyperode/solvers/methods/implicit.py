@@ -202,7 +202,7 @@ from torch.func import jacfwd, jacrev, jvp, vjp
 
 from ...errors import SolverError
 from ..stats import SolverStats
-from ..step import Field, StepResult, combine, hermite
+from ..step import Field, HermiteDense, StepResult, combine
 
 _TOL = 1e-12  # tableau consistency checks
 _REFRESH_ITERS = 3  # a Newton solve slower than this refreshes J for the next step
@@ -576,7 +576,7 @@ class ImplicitStepper:
         self._eta = 1.0
         self._aii: Tensor | None = None  # FIRK: A restricted to the implicit stages
         self._pending: tuple[StepResult, Tensor, float | None, Any] | None = None
-        self._f1_cache: tuple[StepResult, Tensor] | None = None
+        self._hermite = HermiteDense(f)  # dense output of tableaux without their own
         self._iters = 0  # slowest Newton solve of the current step
         self._step_tol = 0.0  # the current step's Newton tolerance (on the scale ``sc``)
         self._adaptive = False  # the current step has an error estimate (adaptive solve)
@@ -1199,16 +1199,7 @@ class ImplicitStepper:
             weights = [sum(beta * theta ** (k + 1) for k, beta in enumerate(row))
                        for row in dense]
             return combine(y, result.ks[1:], weights, h)
-        if f1 is None:
-            f1 = result.f1
-        if f1 is None:
-            cache = self._f1_cache
-            if cache is not None and cache[0] is result:
-                f1 = cache[1]
-            else:
-                f1 = self.f(t + h, result.y1)
-                self._f1_cache = (result, f1)
-        return hermite(y, result.y1, result.ks[0], f1, h, theta)
+        return self._hermite(t, y, h, result, theta, f1)
 
     def _filtered(self, error: Tensor, hg: float) -> Tensor:
         """``(I - hg J)^{-1} error`` (the tableau's ``error_filter``); its factors are kept
