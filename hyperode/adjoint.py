@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .errors import MaxStepsExceededError, StepSizeUnderflowError
 from .odeint import Solution, check_bool, check_func, check_t, real_state_layout, solve
 from .solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from .solvers.norms import mixed_norm, rms_norm
@@ -44,6 +45,7 @@ from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
 
 ADJOINT_NORMS = ("default", "seminorm", "state_seminorm")
+BACKWARD_MODES = ("backsolve", "checkpoint")
 
 
 @dataclass
@@ -115,7 +117,14 @@ def solve_adjoint(
             ``norm`` is one of ``ADJOINT_NORMS`` or a callable, which receives
             torchdiffeq's tuple ``(a_t, *y, *a_y, *a_theta)``: the time adjoint (0-dim,
             zero when ``t`` needs no gradient), the state's and its adjoint's members in
-            the user's shapes, and one adjoint per parameter.
+            the user's shapes, and one adjoint per parameter. Its ``backward`` chooses
+            how gradients are computed: ``"backsolve"`` (default, torchdiffeq's: solve
+            ``y`` and the adjoints backwards together) or ``"checkpoint"`` (re-run the
+            forward solve on each output interval from the stored output and
+            backpropagate through it: no backward solve of ``y``, so it stays stable on
+            stiff, dissipative problems where backsolving blows up; memory of one
+            interval's steps; the gradient of the discretised solve. ``adjoint_method``,
+            ``adjoint_rtol``/``adjoint_atol`` and other adjoint options do not apply).
         adjoint_params: a sequence of the tensors to compute gradients for; default
             ``func.parameters()`` (then ``func`` must be an ``nn.Module``). Those not
             requiring grad are left out.
@@ -220,6 +229,7 @@ class _BackwardConfig:
     t_grad: bool
     stats: SolverStats
     callbacks: dict[str, Callable]
+    mode: str = "backsolve"
 
     @classmethod
     def build(cls, *, func: Any, layout: StateLayout, params: tuple[Tensor, ...], method: Any,
@@ -235,6 +245,25 @@ class _BackwardConfig:
             raise ValueError(f"adjoint_options must be a dict or None, got "
                              f"{type(adjoint_options).__name__}")
         opts = dict(adjoint_options)
+        mode = opts.pop("backward", "backsolve")
+        if mode not in BACKWARD_MODES:
+            raise ValueError(f"adjoint_options['backward'] = {mode!r} is unknown; use one of "
+                             f"{', '.join(map(repr, BACKWARD_MODES))}")
+        if mode == "checkpoint":
+            unused = [name for name, value in (
+                ("adjoint_method", adjoint_method if not same_method else None),
+                ("adjoint_rtol", adjoint_rtol), ("adjoint_atol", adjoint_atol))
+                if value is not None] + [f"adjoint_options[{k!r}]" for k in opts]
+            if unused:
+                raise ValueError(
+                    f"{', '.join(unused)} has no effect with adjoint_options['backward'] = "
+                    f"'checkpoint': the backward pass re-runs the forward solve (method, "
+                    f"rtol, atol, options) on each output interval and backpropagates "
+                    f"through it; drop it")
+            stats = SolverStats()
+            return cls(rtol=rtol, atol=atol, method=method, options={}, norm_kind="default",
+                       forward_norm=mixed_norm, t_grad=t_grad, stats=stats, callbacks={},
+                       mode=mode)
         norm_kind = opts.pop("norm", "default")
         if isinstance(norm_kind, str) and norm_kind not in ADJOINT_NORMS:
             raise ValueError(f"adjoint_options['norm'] = {norm_kind!r} is unknown; use one of "
@@ -345,7 +374,8 @@ class _AdjointFunction(torch.autograd.Function):
             times = sol.ts
         else:
             times = t
-        ctx.func, ctx.layout, ctx.backward_cfg = func, layout, backward
+        ctx.func, ctx.layout, ctx.backward_cfg, ctx.forward_plan = func, layout, backward, \
+            forward.plan
         ctx.save_for_backward(times.detach(), ys_flat, *params)
         event_t = forward.event_t if forward.event_t is not None else ys_flat.new_zeros(())
         return ys_flat, event_t
@@ -358,6 +388,11 @@ class _AdjointFunction(torch.autograd.Function):
         times = t.detach().to("cpu", torch.float64).tolist()
         params = tuple(params)
         n_param_inputs = len(params)
+        if cfg.mode == "checkpoint":
+            grad_t, grad_y0, grad_params = _checkpoint_backward(
+                func, layout, ctx.forward_plan, cfg.stats, times, ys, grad_ys, params, t_grad)
+            return (None, None, None, None, None if grad_t is None else grad_t.to(t.dtype),
+                    grad_y0, *grad_params)
 
         # Every call of func is checked here too (shape, dtype, device: metadata only).
         flat_f = VectorField(func, layout, context=" in the backward (adjoint) pass").at
@@ -404,7 +439,10 @@ class _AdjointFunction(torch.autograd.Function):
                 if callable(cfg.norm_kind) and str(e).startswith("options['norm']"):
                     raise ValueError(f"adjoint_{e}") from None
                 raise
-            _accumulate(stats, sol.stats)
+            except (StepSizeUnderflowError, MaxStepsExceededError) as e:
+                raise type(e)(f"in the backward (adjoint) pass on [{times[i - 1]!r}, "
+                              f"{times[i]!r}]: {e}{BACKSOLVE_HINT}") from e
+            stats.add(sol.stats)
             state = [m[-1] for m in sol.ys]
             state[0] = ys[i - 1]
             state[1] = state[1] + grad_ys[i - 1]
@@ -414,6 +452,62 @@ class _AdjointFunction(torch.autograd.Function):
         assert len(grad_params) == n_param_inputs
         grad_t = time_vjps.to(t.dtype) if t_grad else None
         return (None, None, None, None, grad_t, state[1], *grad_params)
+
+
+BACKSOLVE_HINT = (
+    " The adjoint pass re-solves y backwards in time from each output, which is unstable on "
+    "a dissipative (stiff) problem: a mode that decays like exp(-k t) forwards grows like "
+    "exp(k |dt|) backwards over an output interval dt. Use adjoint_options=dict(backward="
+    "'checkpoint') (re-runs the forward solve per output interval and backpropagates "
+    "through it: stable, memory of one interval's steps), add output times, or use "
+    "hyperode.odeint (backpropagation through the solver).")
+
+
+def _checkpoint_backward(func: Callable, layout: StateLayout, plan: SolvePlan,
+                         stats: SolverStats, times: list[float], ys: Tensor, grad_ys: Tensor,
+                         params: tuple[Tensor, ...], t_grad: bool,
+                         ) -> tuple[Tensor | None, Tensor, list[Tensor]]:
+    """Gradients by re-running the forward solve on each output interval, last first, from
+    the stored output ``ys[i-1]`` (the forward plan: same method, tolerances and
+    options), and
+    backpropagating through it (discretise-then-optimise; no backward solve of ``y``).
+
+    ``ys``/``grad_ys`` are ``[T, n]`` (flattened states). With ``A_i = dL/dy_i`` (the
+    incoming gradient plus what flows back from later outputs), the time gradients are
+    those of the exact flow: ``dL/dt_i = grad_ys[i] . f(t_i, y_i)`` for ``i >= 1`` and
+    ``dL/dt_0 = -(A_0 - grad_ys[0]) . f(t_0, y_0)``.
+    Returns ``(grad_t or None, grad_y0 [n], grads of params)``.
+    """
+    flat_f = VectorField(func, layout, context=" in the backward (checkpoint) pass").at
+    a = grad_ys[-1]
+    grad_params = [torch.zeros_like(p) for p in params]
+    time_vjps = torch.zeros(len(times), dtype=ys.dtype, device=ys.device) if t_grad else None
+
+    def f_dot(i: int, v: Tensor) -> Tensor:
+        with torch.no_grad():
+            tt = torch.full((), times[i], dtype=ys.dtype, device=ys.device)
+            stats.nfe += 1
+            return torch.dot(flat_f(tt, ys[i].detach()).reshape(-1), v.reshape(-1))
+
+    for i in range(len(times) - 1, 0, -1):
+        if t_grad:
+            time_vjps[i] = f_dot(i, grad_ys[i])
+        with torch.enable_grad():
+            start = ys[i - 1].detach().requires_grad_(True)
+            sol = solve(func, layout.unflatten(start), [times[i - 1], times[i]], plan=plan)
+            end = _flatten_leading(sol.ys, layout)[-1]
+            if end.requires_grad:
+                grads = torch.autograd.grad(end, (start, *params), a, allow_unused=True)
+            else:  # the solution depends on neither y nor the parameters
+                grads = (None,) * (1 + len(params))
+        stats.add(sol.stats)
+        a = (torch.zeros_like(a) if grads[0] is None else grads[0]) + grad_ys[i - 1]
+        for k, g in enumerate(grads[1:]):
+            if g is not None:
+                grad_params[k] = grad_params[k] + g
+    if t_grad:
+        time_vjps[0] = -f_dot(0, a - grad_ys[0])
+    return time_vjps, a, grad_params
 
 
 def _torchdiffeq_state(callback: Callable, t_grad: bool) -> Callable:
@@ -436,12 +530,3 @@ def _flatten_leading(ys: State, layout: StateLayout) -> Tensor:
     if not layout.is_tuple:
         return ys
     return torch.cat([m.reshape(m.shape[0], -1) for m in ys], dim=1)
-
-
-def _accumulate(total: SolverStats, part: SolverStats) -> None:
-    total.nfe += part.nfe
-    total.accepted += part.accepted
-    total.rejected += part.rejected
-    if total.accepted_ts is not None and part.accepted_ts is not None:
-        total.accepted_ts.extend(part.accepted_ts)
-        total.rejected_ts.extend(part.rejected_ts or [])

@@ -414,6 +414,88 @@ def test_backprop_gradients_radau5_and_kvaerno3():
 # --------------------------------------------------------------------------- statistics
 
 
+def test_adjoint_backward_stats_count_implicit_work():
+    """The backward pass runs one implicit solve per output interval: its statistics are
+    the sum of all of them, Jacobians, LU factorisations and Newton iterations included."""
+    from hyperode.adjoint import solve_adjoint
+
+    func = Stiff()
+    y0 = t64(1.0, -0.5).requires_grad_(True)
+    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    sol = solve_adjoint(func, y0, t, method="kvaerno5", rtol=1e-8, atol=1e-10,
+                        adjoint_method="kvaerno5")
+    _loss(sol.ys).backward()
+    back = sol.backward_stats
+    assert back.nfe > 0 and back.accepted >= 4
+    assert back.n_jacobian >= 1 and back.n_lu >= back.n_jacobian
+    assert back.n_newton >= back.accepted
+    assert back.newton_failures <= back.rejected
+
+
+def test_backsolve_blowup_names_checkpoint_and_checkpoint_matches_differences():
+    """Over a long output interval the backward re-solve of y grows the stiff mode like
+    exp(200 * 0.25): it fails, saying why and what to use; the checkpoint backward pass
+    (forward re-run per interval, backpropagated) gives the finite-difference gradient."""
+    func = Stiff()
+    y0 = t64(1.0, -0.5).requires_grad_(True)
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    kw = dict(method="kvaerno5", rtol=1e-10, atol=1e-12)
+    with pytest.raises(StepSizeUnderflowError, match=r"backward \(adjoint\) pass.*checkpoint"):
+        _loss(odeint_adjoint(func, y0, t, **kw)).backward()
+    params = list(func.parameters())
+    ys = odeint_adjoint(func, y0, t, adjoint_options=dict(backward="checkpoint"), **kw)
+    grads = torch.autograd.grad(_loss(ys), [*params, y0])
+
+    def value():
+        with torch.no_grad():
+            return float(_loss(odeint(func, y0.detach(), t, **kw)))
+
+    for g, r in zip(grads, _central_differences(value, [*params, y0])):
+        assert torch.allclose(g, r, rtol=1e-5, atol=1e-7), (g, r)
+
+
+def test_checkpoint_time_gradients_and_tuple_state_match_differences():
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(t64(1.3))
+
+        def forward(self, t, y):
+            a, b = y
+            return (-self.w * b + torch.sin(t), a - 0.1 * b ** 3)
+
+    func = Field()
+    y0 = (t64(1.0), t64(0.5))
+    t = t64(0.0, 0.4, 1.1, 1.5).requires_grad_(True)
+    kw = dict(method="dopri5", rtol=1e-11, atol=1e-12)
+
+    def loss(ys):
+        return (ys[0] * torch.arange(1.0, 5.0, dtype=F64)).sum() + (ys[1][1:] ** 2).sum()
+
+    ys = odeint_adjoint(func, y0, t, adjoint_options=dict(backward="checkpoint"), **kw)
+    g_t, g_w = torch.autograd.grad(loss(ys), [t, func.w])
+
+    t_values = t.detach().clone()  # perturbed in place by the differences
+
+    def value():
+        with torch.no_grad():
+            return float(loss(odeint(func, y0, t_values, **kw)))
+
+    fd_t, fd_w = _central_differences(value, [t_values, func.w])
+    assert torch.allclose(g_t, fd_t, rtol=1e-6, atol=1e-8), (g_t, fd_t)
+    assert torch.allclose(g_w, fd_w, rtol=1e-6, atol=1e-8), (g_w, fd_w)
+
+
+def test_checkpoint_bad_options():
+    func = Stiff()
+    y0, t = t64(1.0, -0.5), t64(0.0, 0.1)
+    with pytest.raises(ValueError, match=r"adjoint_options\['backward'\] = 'fwd' is unknown"):
+        odeint_adjoint(func, y0, t, adjoint_options=dict(backward="fwd"))
+    with pytest.raises(ValueError, match=r"adjoint_rtol, adjoint_options\['norm'\] has no"):
+        odeint_adjoint(func, y0, t, adjoint_rtol=1e-3,
+                       adjoint_options=dict(backward="checkpoint", norm="seminorm"))
+
+
 def test_stats_and_lu_band():
     y0, t = t64(2.0, 0.0), t64(0.0, 200.0)
     sol = solve(vdp(100.0), y0, t, method="kvaerno5", rtol=1e-6, atol=1e-8)

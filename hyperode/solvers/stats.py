@@ -34,6 +34,23 @@ class SolverStats:
     accepted_ts: list[float] | None = None
     rejected_ts: list[float] | None = None
 
+    def add(self, part: SolverStats) -> None:
+        """Add the counts of ``part`` (another solve, e.g. one interval of a backward
+        adjoint pass) to these; recorded step times are appended when both record."""
+        self.nfe += part.nfe
+        self.nfe_correction += part.nfe_correction
+        self.accepted += part.accepted
+        self.rejected += part.rejected
+        self.n_jacobian += part.n_jacobian
+        self.n_lu += part.n_lu
+        self.n_newton += part.n_newton
+        self.newton_failures += part.newton_failures
+        if self.accepted_ts is not None and part.accepted_ts is not None:
+            self.accepted_ts.extend(part.accepted_ts)
+            if self.rejected_ts is None:
+                self.rejected_ts = []
+            self.rejected_ts.extend(part.rejected_ts or [])
+
     @property
     def steps(self) -> int:
         """Attempted steps: accepted plus rejected."""
