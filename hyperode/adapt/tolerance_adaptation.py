@@ -7,9 +7,12 @@ current training batch:
 
 1. ``acc_train`` = accuracy with the training solver at ``tol``; ``acc_test`` = with the
    test solver (fehlberg2 -> dopri5 at ``tol/5``, dopri5 -> dopri5 at ``tol/10``; see
-   ``hyperode.adapt.test_solver``). As in the reference code, while the test solve
-   takes no more NFE than the training solve (so it cannot be more accurate), its
-   tolerance is divided by 10 again (at most ``max_tighten`` times).
+   ``hyperode.adapt.test_solver``). While the test solve takes no more NFE than
+   the training solve (so it cannot be more accurate), its tolerance is divided by 10
+   again (at most ``max_tighten`` times). The reference code intends the same loop but
+   reads the training NFE from ``nfe_f[-1]``, an entry of a tensor that was allocated
+   but not yet filled (uninitialised memory); here the training NFE is that of the
+   training solve just run on the batch.
 2. ``|acc_train - acc_test| > threshold`` (0.1): ``tol <- tol/2``.
 3. Otherwise propose ``tol' = 1.1 tol`` and re-run the training solver at ``tol'``;
    accept it only if ``|acc_test - acc(tol')| <= threshold`` *and* that solve still

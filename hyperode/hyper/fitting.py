@@ -19,7 +19,11 @@ where ``||.||_2`` is the 2-norm of one sample's whole state (all non-batch dimen
 tuple members concatenated). With several meshes (``num_steps=(5, 10, 20)``: one ``g``
 for several ``K``) the loss is the plain mean of the per-mesh losses. (The paper's
 notebooks instead take a Frobenius norm over ``H x W`` per channel, average, and
-multiply by ``eps**2``; that only rescales the objective.)
+multiply by ``eps**2``. The ``eps**2`` factor only rescales the objective at a fixed
+``K``, but the per-channel grouping is a different loss: a mean of per-channel norms (a
+group norm) rather than one norm of the whole state, so the gradient of each channel's
+error is scaled by that channel's own error norm, and the two losses have different
+minimisers whenever ``g`` cannot fit the residuals exactly.)
 
 Trajectory loss (the paper's ``L = sum_{k=1..K} ||z(s_k) - z_k||_2``), with ``z_k``
 the hypersolver's own solution from ``z(s_0)`` (unrolled, differentiated through)::
