@@ -26,6 +26,7 @@ from .solvers.adaptive import integrate_adaptive
 from .solvers.config import SolvePlan, resolve
 from .solvers.events import EventWatch
 from .solvers.fixed import Grid, first_nonfinite_time, integrate_fixed, merged_times
+from .solvers.per_sample import PerSampleField, PerSampleStats, integrate_per_sample
 from .solvers.problem import Callbacks, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
 
@@ -160,8 +161,13 @@ def solve(
                              f"adaptive or fixed-step method")
     elif event_per_sample:
         raise ValueError("event_per_sample=True needs an event_fn")
-    f = VectorField(func, layout)
-    stats = SolverStats()
+    if event_fn is not None and plan.per_sample_steps:
+        raise ValueError("event_fn cannot be combined with options['per_sample_steps']; for "
+                         "an event time per sample use event_per_sample=True with shared steps")
+    if plan.per_sample_steps:
+        f, stats = PerSampleField(func, layout), PerSampleStats()
+    else:
+        f, stats = VectorField(func, layout), SolverStats()
     if plan.record_steps:
         stats.accepted_ts, stats.rejected_ts = [], []
     y0_flat = layout.flatten(y0)
@@ -199,6 +205,10 @@ def solve(
                              record_steps=plan.record_steps, callbacks=callbacks, watch=watch)
         if watch is None and plan.interp is None:
             grid_times = list(merged_times(grid, t_list))
+    elif plan.per_sample_steps:
+        ys = integrate_per_sample(f, plan.method, y_start, t_list, plan.adaptive, stats,
+                                  norm=plan.options.get("norm"),
+                                  compact=bool(plan.options.get("compact_finished", False)))
     else:
         if watch is not None:
             ys = integrate_adaptive(f, plan.method, y_start, t_list[:1], plan.adaptive, stats,

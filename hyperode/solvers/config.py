@@ -39,6 +39,7 @@ from .controllers import CONTROLLERS, IController, PIController
 from .fixed import Grid
 from .methods import get_method
 from .norms import mixed_norm
+from .per_sample import PER_SAMPLE_OPTIONS, check_options
 from .problem import CALLBACK_NAMES, StateLayout
 
 DEFAULT_METHOD = "dopri5"
@@ -50,7 +51,8 @@ INTERPOLATIONS = ("linear", "cubic")
 GRID_OPTIONS = frozenset({"step_size", "num_steps", "grid_points", "grid_constructor"})
 FIXED_OPTIONS = GRID_OPTIONS | {"perturb", "interp"}
 ADAPTIVE_OPTIONS = frozenset({"norm", "controller", "safety", "ifactor", "dfactor",
-                              "first_step", "min_step", "max_step", "step_t", "jump_t"})
+                              "first_step", "min_step", "max_step", "step_t", "jump_t",
+                              *PER_SAMPLE_OPTIONS})
 COMMON_OPTIONS = frozenset({"max_num_steps", "record_steps", "dtype"})
 KNOWN_OPTIONS = FIXED_OPTIONS | ADAPTIVE_OPTIONS | COMMON_OPTIONS
 
@@ -88,6 +90,11 @@ class SolvePlan:
     @property
     def perturb(self) -> bool:
         return bool(self.options.get("perturb", False))
+
+    @property
+    def per_sample_steps(self) -> bool:
+        """Each sample its own steps (``solvers.per_sample``)."""
+        return bool(self.options.get("per_sample_steps", False))
 
     def grid(self, t_list: list[float], func: Callable | None = None,
              y0: Any = None) -> Grid:
@@ -173,9 +180,12 @@ def resolve(method: Any, options: Mapping[str, Any] | None, rtol: Any, atol: Any
                          f"from its dense output, and discontinuities go in options['jump_t'])")
     cfg = _adaptive_config(opts, rtol_v, atol_v, layout,
                            getattr(step_method, "default_controller", DEFAULT_CONTROLLER))
+    check_options(step_method, opts, layout, cfg.controller)
     plan = SolvePlan(step_method, "adaptive", opts, rtol_v, atol_v, adaptive=cfg,
                      max_num_steps=cfg.max_num_steps, record_steps=cfg.record_steps)
-    return _with_callbacks(plan, func, frozenset(CALLBACK_NAMES))
+    # torchdiffeq's callbacks take one t0 and dt: a per-sample solve has none to give
+    return _with_callbacks(plan, func, frozenset() if plan.per_sample_steps
+                           else frozenset(CALLBACK_NAMES))
 
 
 def _refuse_tolerances(step_method: Any, rtol: Any, atol: Any) -> None:
