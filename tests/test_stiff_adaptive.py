@@ -528,6 +528,22 @@ def test_newton_failure_halves_the_step():
     assert attempts[0] == 0.5 and attempts[1] == pytest.approx(0.45 * 0.5, rel=1e-12)
 
 
+def test_newton_failure_at_min_step_raises_instead_of_accepting_no_progress():
+    """A step at options['min_step'] is accepted whatever its error (torchdiffeq), so a
+    failed Newton solve there would advance t with y unchanged: it raises instead."""
+    def f(t, y):
+        out = -1000.0 * (y - torch.cos(t))
+        return torch.where(t > 0.5, torch.full_like(out, float("nan")), out)
+
+    with pytest.raises(SolverError, match=r"at options\['min_step'\] = 0\.01") as e:
+        solve(f, t64(1.0), t64(0.0, 1.0), method="kvaerno5", options=dict(min_step=0.01))
+    assert "non-finite" in str(e.value)
+    # where Newton converges, min_step is honoured as before
+    sol = solve(lambda t, y: -1000.0 * (y - torch.cos(t)), t64(1.0), t64(0.0, 1.0),
+                method="kvaerno5", options=dict(min_step=1e-6))
+    assert float(sol.ys[-1]) == pytest.approx(math.cos(1.0), abs=1e-3)
+
+
 # --------------------------------------------------------------------------- diagnostics
 
 

@@ -145,6 +145,9 @@ def resolve(method: Any, options: Mapping[str, Any] | None, rtol: Any, atol: Any
         step_method = step_method.configure(own, rtol_v, atol_v)
 
     _check_common(opts)
+    if getattr(step_method, "implicit", False) and "min_step" in opts and own_names:
+        # an implicit step that fails at min_step raises (the loop would accept it unmoved)
+        step_method.min_step = float(opts["min_step"])
     if getattr(step_method, "external", False):
         stray = sorted(set(opts) - COMMON_OPTIONS)
         if stray:

@@ -490,6 +490,7 @@ class ImplicitRK:
         self.lu_band = _check_option(_where, "lu_band", lu_band)
         self.rtol = rtol
         self.atol = atol
+        self.min_step = 0.0  # the adaptive solve's options['min_step'] (set by resolve)
 
     @property
     def error_exponent(self) -> float | None:
@@ -1134,7 +1135,9 @@ class ImplicitStepper:
             except _NewtonFailure as e:
                 self._check_batch_claim(t, yd, k1d)
                 self.last_newton_failure = f"at t={t!r} with h={h!r}: {e.why}"
-                if with_error:  # an adaptive integrator rejects the step and shrinks h
+                # An adaptive integrator rejects the step and shrinks h, but accepts a
+                # step at options['min_step'] whatever its error: failing there is final.
+                if with_error and abs(h) > self.method.min_step:
                     self._J_stale = self._J_y is not y
                     return StepResult(y, self._failed_error(yd), [k1] * (s + 1), None)
                 raise self._failure(t, h, e) from None
@@ -1262,9 +1265,11 @@ class ImplicitStepper:
             if m.jacobian == "fd" else ""
         tried = (f"after re-evaluating the Jacobian {' and '.join(e.done)}" if e.done else
                  "with the Jacobian evaluated at that step's start")
+        at_min = (f" at options['min_step'] = {m.min_step!r} (the shortest step, which the "
+                  f"integrator would accept without progress)" if abs(h) <= m.min_step else "")
         return SolverError(
             f"{m.name}: Newton's iteration on the implicit stages{e.stage} failed in the step "
-            f"from t={t!r} with h={h!r} ({tried}): {e.why}. Try a smaller step "
+            f"from t={t!r} with h={h!r}{at_min} ({tried}): {e.why}. Try a smaller step "
             f"(options['step_size'] or more grid points near t={t!r}), a larger "
             f"options['max_newton_iters'] (now {m.max_newton_iters}), "
             f"a looser options['newton_tol'] (now {self._tol:.3g}){fd}, or check f for a "
