@@ -23,6 +23,14 @@ from hyperode.hyper import HyperEuler, HyperSolver, MLPHyperNet
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def mlp(dim: int = 2, hidden: int = 16, dtype=torch.float32, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim)).to(dtype)
@@ -52,13 +60,13 @@ def moons(n: int = 256, seed: int = 0):
 def test_quickstart_training_loop_with_the_adjoint_and_dopri5():
     """torchdyn's quickstart: ``NeuralODE(f, sensitivity='adjoint', solver='dopri5')``,
     ``t_eval, y_hat = model(x, t_span)``, cross-entropy on ``y_hat[-1]``, Adam."""
-    x, y = moons()
+    x, y = moons(128)
     f = mlp()
     model = NeuralODE(f, sensitivity="adjoint", solver="dopri5")
     t_span = torch.linspace(0, 1, 5)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
     losses = []
-    for _ in range(40):
+    for _ in range(15):
         t_eval, y_hat = model(x, t_span)
         loss = nn.CrossEntropyLoss()(y_hat[-1], y)
         opt.zero_grad()
@@ -66,7 +74,7 @@ def test_quickstart_training_loop_with_the_adjoint_and_dopri5():
         opt.step()
         losses.append(loss.item())
     assert torch.equal(t_eval, t_span)
-    assert y_hat.shape == (5, 256, 2)
+    assert y_hat.shape == (5, 128, 2)
     assert losses[-1] < 0.7 * losses[0]
     assert model.last_backward_stats.nfe > 0
     # the quickstart evaluates the learned field on a grid as model.vf(0, z)
@@ -79,14 +87,14 @@ def test_quickstart_rk4_forward_with_a_dopri5_adjoint():
     atol_adjoint=1e-4, rtol_adjoint=1e-4)``: rk4 steps on t_span, the backward solve is
     adaptive; its gradient is the exact ODE's, close to backpropagating a tight solve."""
     f = mlp(dtype=F64)
-    x = torch.randn(32, 2, dtype=F64)
-    t_span = torch.linspace(0, 1, 21, dtype=F64)
+    x = torch.randn(16, 2, dtype=F64)
+    t_span = torch.linspace(0, 1, 11, dtype=F64)
     model = NeuralODE(f, sensitivity="adjoint", solver="rk4", solver_adjoint="dopri5",
-                      atol_adjoint=1e-8, rtol_adjoint=1e-8)
+                      atol_adjoint=1e-7, rtol_adjoint=1e-7)
     _, sol = model(x, t_span)
-    assert model.last_stats.nfe == 4 * 20  # rk4, one step per t_span interval
+    assert model.last_stats.nfe == 4 * 10  # rk4, one step per t_span interval
     grads = torch.autograd.grad(sol[-1].square().sum(), tuple(f.parameters()))
-    ref_sol = hyperode.odeint(f_t(f), x, t_span, rtol=1e-10, atol=1e-10)
+    ref_sol = hyperode.odeint(f_t(f), x, t_span, rtol=1e-9, atol=1e-9)
     ref = torch.autograd.grad(ref_sol[-1].square().sum(), tuple(f.parameters()))
     for g, r in zip(grads, ref):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
@@ -106,13 +114,13 @@ def test_torchcfm_sampling_call():
                           nn.Linear(64, 2))
     node = NeuralODE(TorchWrapper(model), solver="dopri5", sensitivity="adjoint",
                      atol=1e-4, rtol=1e-4)
-    x0 = torch.randn(128, 2)
+    x0 = torch.randn(32, 2)
     t_span = torch.linspace(0, 1, 100)
     with torch.no_grad():
         traj = node.trajectory(x0, t_span=t_span)
-        ref = hyperode.odeint(TorchWrapper(model), x0.double().float(), t_span, rtol=1e-7,
+        ref = hyperode.odeint(TorchWrapper(model), x0, t_span, rtol=1e-7,
                               atol=1e-7)
-    assert traj.shape == (100, 128, 2)
+    assert traj.shape == (100, 32, 2)
     assert torch.equal(traj[0], x0)
     assert (traj - ref).abs().max() < 2e-3
     # steps land on every output time, as torchdyn's do without an interpolator
@@ -122,7 +130,7 @@ def test_torchcfm_sampling_call():
 
 def test_interpolator_4th_uses_dense_output_instead_of_landing():
     model = TorchWrapper(nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 2)))
-    x0 = torch.randn(64, 2)
+    x0 = torch.randn(16, 2)
     t_span = torch.linspace(0, 1, 100)
     landing = NeuralODE(model, solver="dopri5", atol=1e-5, rtol=1e-5)
     dense = NeuralODE(model, solver="dopri5", atol=1e-5, rtol=1e-5, interpolator="4th")
