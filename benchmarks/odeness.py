@@ -1,8 +1,8 @@
 """Is it still an ODE? Ott et al. (ICLR 2021, "ResNet After All?") at CPU scale.
 
 Five experiments (``--only`` picks some; by default all), on this machine's CPU with
-one thread, one training at a time. Grids run through ``hyperode.adapt.run_grid`` (the
-library's home of the grid search, also ``hyperode grid``): each trained model is
+one thread, one training at a time. Grids run through ``hyperode.experiments.run_grid``
+(the grid-search runner, also ``hyperode grid``): each trained model is
 evaluated with ``solver_independence_report`` (the training solver and the more
 accurate test solvers of the paper); a setting is *valid* when, for every seed, no more
 accurate test solver loses more than the threshold in test accuracy; the critical step
@@ -63,18 +63,17 @@ from hyperode.adapt import (
     StepAdaptation,
     ToleranceAdaptation,
     plot_grid,
-    run_grid,
     solver_independence_report,
     test_solver,
 )
 from hyperode.adapt.grid import critical_summary
 from hyperode.errors import SolverError
-from hyperode.experiments import TrainConfig, train
+from hyperode.experiments import TrainConfig, run_grid, train
 from hyperode.experiments.config import resolve_config
-from hyperode.experiments.odes import using_solver
 from hyperode.experiments.tasks import load_split
 from hyperode.experiments.train import versions
 from hyperode.nn import SolverConfig
+from hyperode.nn.odes import using_solver
 
 RESULTS = Path(__file__).parent / "results"
 EXPERIMENTS = ("grid", "rk4", "tolerance", "adaptation", "digits")

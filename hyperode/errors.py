@@ -1,7 +1,8 @@
 """Exceptions raised when a solve cannot produce a trustworthy result, and where warnings
 point.
 
-Bad arguments raise ``ValueError`` naming the argument; these are for solves that
+Bad arguments raise ``ValueError`` naming the argument (``ConfigError`` when the name
+is carried as data, for a front end to map to its flag); the others are for solves that
 started correctly and then failed. All derive from ``SolverError`` (a
 ``RuntimeError``) so callers can catch them together.
 """
@@ -10,6 +11,17 @@ import os
 import sys
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``field`` names the setting (a ``TrainConfig`` field,
+    a pipeline argument), ``detail`` says what is wrong with it. A command-line front end
+    maps ``field`` to its flag."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
 
 
 class SolverError(RuntimeError):

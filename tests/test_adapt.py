@@ -21,17 +21,18 @@ from hyperode.adapt import (
     critical_tolerance,
     find_crossings,
     plot_crossings,
-    run_grid,
     solver_independence_report,
     starting_step,
 )
 from hyperode.adapt import test_solver as make_test_solver
 from hyperode.adapt import test_step_size as step_rule
-from hyperode.adapt.cli import add_parsers
 from hyperode.adapt.crossing import segments_intersect
 from hyperode.adapt.grid import critical_summary
 from hyperode.adapt.report import _more_accurate
-from hyperode.experiments import TrainConfig, read_metrics, resolve_config, runs, train
+from hyperode.cli import adapt as adapt_cli
+from hyperode.cli import grid as grid_cli
+from hyperode.cli import odeness as odeness_cli
+from hyperode.experiments import TrainConfig, read_metrics, resolve_config, run_grid, runs, train
 from hyperode.experiments.plots import is_png
 from hyperode.experiments.tasks import load_split
 from hyperode.experiments.trained import load_run
@@ -411,7 +412,9 @@ def test_training_with_tolerance_adaptation(tmp_path):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hyperode")
-    add_parsers(p.add_subparsers(dest="command", required=True))
+    sub = p.add_subparsers(dest="command", required=True)
+    for command in (odeness_cli, adapt_cli, grid_cli):
+        command.add_parser(sub)
     return p
 
 

@@ -1,8 +1,10 @@
-"""Grid search over training solver settings (Ott et al., ICLR 2021, Fig. 4, Table 1).
+"""Grid search over training solver settings (Ott et al., ICLR 2021, Fig. 4, Table 1):
+the rules and the results, without the training.
 
-Train a classification task once per training solver setting and seed, then evaluate
-each trained model with ``solver_independence_report`` (the training solver and the
-more accurate test solvers of the paper):
+The runner (``hyperode.experiments.run_grid``, the ``hyperode grid`` command) trains a
+classification task once per training solver setting and seed, then evaluates each
+trained model with ``solver_independence_report`` (the training solver and the more
+accurate test solvers of the paper):
 
 - fixed-step training solvers (euler, midpoint, rk4): a grid of step counts over the
   depth span; test solvers at the training step times 0.5, 0.75, 1, 1.5, 2;
@@ -16,13 +18,16 @@ from which every larger grid count is valid; the *critical tolerance* is the lar
 grid tolerance from which every tighter one is valid. A valid setting followed by an
 invalid one does not count: validity must hold from the critical value on.
 
-    from hyperode.adapt import run_grid
+    from hyperode.experiments import run_grid
     res = run_grid("spheres", "euler", steps=[1, 2, 4, 8, 16, 32], seeds=[0, 1],
                    iterations=1500, out="runs/grid-euler")
     res.critical["0.1"]["critical"]      # n_c at threshold 0.1
     print(res.table())
 
-``hyperode grid`` is the command-line front end. A results folder holds
+This module holds what needs no training: validating a grid (``grid_settings``), the
+per-setting summary and critical values (``critical_steps``, ``critical_tolerance``,
+``critical_summary``), ``GridResult`` with its table and ``plot_grid``. A results folder
+holds
 ``config.json`` (the grid), ``results.json`` (every run's figures and report rows, the
 per-setting summary, the critical values, versions), ``grid.md`` (the table) and
 ``grid.png`` (test accuracy against steps or tolerance: the training method's points
@@ -34,17 +39,15 @@ with the adjoint the backward NFE is reported too).
 from __future__ import annotations
 
 import math
-import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..nn import SolverConfig
-from .report import METHOD_COLOURS, STEP_FACTORS, TOL_FACTORS, solver_independence_report
+from ..errors import ConfigError
+from .report import METHOD_COLOURS
 
 FIXED_METHODS: tuple[str, ...] = ("euler", "midpoint", "rk4")
 ADAPTIVE_METHODS: tuple[str, ...] = ("fehlberg2", "dopri5")
@@ -125,7 +128,7 @@ def critical_tolerance(tolerances: Sequence[float], valid: Sequence[bool]) -> fl
 
 @dataclass
 class GridResult:
-    """What ``run_grid`` returns (and ``results.json`` holds).
+    """What ``hyperode.experiments.run_grid`` returns (and ``results.json`` holds).
 
     Attributes:
         config: the grid (task, method, kind, values, seeds, iterations, thresholds,
@@ -176,7 +179,8 @@ class GridResult:
         return grid_table(self)
 
 
-def _label(kind: str, value: float) -> str:
+def setting_label(kind: str, value: float) -> str:
+    """How a grid value is written in tables and keys: ``8`` (steps), ``1e-03`` (tol)."""
     return f"{int(value)}" if kind == "steps" else f"{value:.0e}"
 
 
@@ -185,7 +189,7 @@ def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
 
-def _drops(rows: list[dict[str, Any]]) -> dict[str, float]:
+def accuracy_drops(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Largest accuracy loss (training solver minus row) over the more accurate rows,
     overall (``all``) and per method; 0 when none loses."""
     acc0 = rows[0]["accuracy"]
@@ -204,7 +208,8 @@ def _at_training_setting(row: dict[str, Any], kind: str, value: float, span: flo
     return row["tol"] is not None and math.isclose(row["tol"], value)
 
 
-def _summarise(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarise_runs(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One dict per grid setting with runs, in grid order (``GridResult.summary``)."""
     kind, span = config["kind"], config.get("span", 1.0)
     out = []
     for value in config["values"]:
@@ -242,7 +247,7 @@ def critical_summary(kind: str, summary: list[dict[str, Any]], runs: list[dict[s
     crit = (critical_steps(values, valid) if kind == "steps"
             else critical_tolerance(values, valid))
     entry: dict[str, Any] = {"threshold": threshold,
-                             "valid": {_label(kind, v): ok for v, ok in zip(values, valid,
+                             "valid": {setting_label(kind, v): ok for v, ok in zip(values, valid,
                                                                            strict=True)},
                              "critical": crit}
     if crit is None:
@@ -265,212 +270,32 @@ def grid_settings(method: str, steps: Sequence[int] | None,
                   tolerances: Sequence[float] | None) -> tuple[str, list[float]]:
     """Validate a grid: ``("steps", counts ascending)`` for a fixed-step method or
     ``("tolerance", tolerances descending)`` for an adaptive one (least to most
-    accurate). Raises ``ValueError`` naming the argument."""
+    accurate). Raises ``ConfigError`` (a ``ValueError``) naming the argument."""
     if method in FIXED_METHODS:
         if tolerances is not None:
-            raise ValueError(f"tolerances: apply to adaptive solvers "
+            raise ConfigError("tolerances", f"apply to adaptive solvers "
                              f"({', '.join(ADAPTIVE_METHODS)}), got method {method!r}")
         values = list(DEFAULT_STEPS if steps is None else steps)
         for n in values:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"steps: must be integers >= 1, got {n!r}")
+                raise ConfigError("steps", f"must be integers >= 1, got {n!r}")
         if not values or len(set(values)) != len(values):
-            raise ValueError(f"steps: need distinct step counts, got {values!r}")
+            raise ConfigError("steps", f"need distinct step counts, got {values!r}")
         return "steps", [int(n) for n in sorted(values)]
     if method in ADAPTIVE_METHODS:
         if steps is not None:
-            raise ValueError(f"steps: apply to fixed-step solvers ({', '.join(FIXED_METHODS)}),"
+            raise ConfigError("steps", f"apply to fixed-step solvers ({', '.join(FIXED_METHODS)}),"
                              f" got method {method!r}")
         values = list(DEFAULT_TOLERANCES if tolerances is None else tolerances)
         for t in values:
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not (
                     0 < t < 1 and math.isfinite(t)):
-                raise ValueError(f"tolerances: must be numbers in (0, 1), got {t!r}")
+                raise ConfigError("tolerances", f"must be numbers in (0, 1), got {t!r}")
         if not values or len(set(values)) != len(values):
-            raise ValueError(f"tolerances: need distinct tolerances, got {values!r}")
+            raise ConfigError("tolerances", f"need distinct tolerances, got {values!r}")
         return "tolerance", [float(t) for t in sorted(values, reverse=True)]
-    raise ValueError(f"method: must be one of {', '.join(FIXED_METHODS + ADAPTIVE_METHODS)}, "
+    raise ConfigError("method", f"must be one of {', '.join(FIXED_METHODS + ADAPTIVE_METHODS)}, "
                      f"got {method!r}")
-
-
-def run_grid(task: str = "spheres", method: str = "euler", *,
-             steps: Sequence[int] | None = None, tolerances: Sequence[float] | None = None,
-             seeds: Sequence[int] = (0,), iterations: int | None = None,
-             threshold: float = 0.1, thresholds: Sequence[float] = (),
-             train_options: dict[str, Any] | None = None,
-             step_factors: Sequence[float] = STEP_FACTORS,
-             tol_factors: Sequence[float] = TOL_FACTORS,
-             out: str | Path | None = None, keep_runs: bool = False,
-             log: Callable[[str], None] | None = print,
-             on_run: Callable[[Any, Any, SolverConfig], dict[str, Any]] | None = None,
-             ) -> GridResult:
-    """Train ``task`` at every grid setting and seed and report solver independence.
-
-    Args:
-        task: a classification task (``spheres``, ``xor``, ``digits``, ``mnist``,
-            ``cifar10``).
-        method: the training solver: euler, midpoint, rk4 (grid over ``steps``) or
-            fehlberg2, dopri5 (grid over ``tolerances``, ``rtol = atol``).
-        steps, tolerances: the grid (defaults ``DEFAULT_STEPS`` / ``DEFAULT_TOLERANCES``).
-        seeds: training seeds; validity needs every seed.
-        iterations: training iterations (default: the task's preset).
-        threshold: the accuracy loss that makes a setting invalid; ``thresholds``:
-            further thresholds to report critical values for.
-        train_options: further ``TrainConfig`` fields (``dim``, ``model``, ``lr``,
-            ``batch_size``, ``n_train``, ``device``, ...); not the solver, seed or out.
-        step_factors, tol_factors: the report's test-solver factors.
-        out: results folder (``config.json``, ``results.json``, ``grid.md``,
-            ``grid.png``); nothing is written when ``None``.
-        keep_runs: keep every training run folder under ``out/runs`` (default: train in
-            a temporary folder).
-        log: called with one line per finished run (``None``: silent).
-        on_run: called as ``on_run(model, split, train_solver)`` after each run's report;
-            the dict it returns is stored as the run's ``extra`` (e.g. accuracy under a
-            reference solver).
-
-    Raises:
-        ValueError / ``ConfigError``: a bad argument, naming it (every run's
-            configuration is validated before the first one trains).
-    """
-    import torch
-
-    from ..experiments import TrainConfig, build_solver, resolve_config, train
-    from ..experiments.runs import atomic_write_json, remove_stale_temp_files
-    from ..experiments.tasks import CLASSIFICATION, PRESETS, load_split
-    from ..experiments.train import versions
-
-    kind, values = grid_settings(method, steps, tolerances)
-    seeds = list(seeds)
-    if not seeds or len(set(seeds)) != len(seeds) or any(
-            isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"seeds: need distinct integers >= 0, got {seeds!r}")
-    all_thresholds = list(dict.fromkeys([threshold, *thresholds]))
-    for thr in all_thresholds:
-        if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr < 1:
-            raise ValueError(f"threshold: must lie in [0, 1), got {thr!r}")
-    options = dict(train_options or {})
-    reserved = {"method", "step_size", "num_steps", "rtol", "atol", "seed", "out", "resume",
-                "iterations", "task"} & set(options)
-    if reserved:
-        raise ValueError(f"train_options: {sorted(reserved)} are set by the grid itself")
-    if task in PRESETS and PRESETS[task].kind != CLASSIFICATION:
-        raise ValueError(f"task: the grid needs a classification task (accuracy), got "
-                         f"{task!r}")
-    if keep_runs and out is None:
-        raise ValueError("keep_runs: needs out (the folder the runs are kept in)")
-    out_dir = None if out is None else Path(out)
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out: {str(out_dir)!r} exists and is not a folder")
-    if out_dir is not None and (out_dir / RESULTS_FILE).exists():
-        raise ValueError(f"out: {str(out_dir)!r} already holds a grid result "
-                         f"({RESULTS_FILE}); choose another folder")
-
-    def config_of(value: float, seed: int) -> TrainConfig:
-        solver = ({"num_steps": int(value)} if kind == "steps"
-                  else {"rtol": float(value), "atol": float(value)})
-        base = {"quiet": True, "plots": False, "checkpoint_every": 10**9, "threads": 1}
-        base.update(options)
-        return TrainConfig(task=task, method=method, seed=seed, iterations=iterations,
-                           **solver, **base)
-
-    # validate every run before the first trains; the test split is evaluated once, at
-    # the end of each run (the report evaluates it again with every solver)
-    configs = {(v, s): resolve_config(config_of(v, s)) for v in values for s in seeds}
-    configs = {k: c.replace(eval_every=c.iterations) for k, c in configs.items()}
-    first = configs[(values[0], seeds[0])]
-    split = load_split(first)
-    config: dict[str, Any] = {
-        "task": task, "method": method, "kind": kind, "values": values, "seeds": seeds,
-        "iterations": first.iterations, "threshold": threshold,
-        "thresholds": all_thresholds, "step_factors": list(step_factors),
-        "tol_factors": list(tol_factors), "train_options": options,
-        "train_config": {k: v for k, v in first.to_dict().items()
-                         if k not in ("seed", "out", "num_steps", "rtol", "atol")},
-    }
-    if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"out: cannot create {str(out_dir)!r} ({e.strerror or e})") \
-                from None
-        remove_stale_temp_files(out_dir, (CONFIG_FILE, RESULTS_FILE))
-        atomic_write_json(out_dir / CONFIG_FILE, config)
-
-    runs: list[dict[str, Any]] = []
-    threads = torch.get_num_threads()
-    try:
-        for value in values:
-            for seed in seeds:
-                cfg = configs[(value, seed)]
-                runs.append(_one_run(cfg, value, seed, kind, split, threshold, step_factors,
-                                     tol_factors, out_dir if keep_runs else None, train,
-                                     build_solver, on_run))
-                r = runs[-1]
-                if log is not None:
-                    log(f"grid {method} {_label(kind, value)} seed={seed}: acc "
-                        f"{r['test_accuracy']:.3f}, worst drop {r['max_drop']['all']:+.3f}, "
-                        f"NFE/iter {r['nfe_forward_per_iter']:.1f}, "
-                        f"{r['cpu_s_train']:.1f} s")
-    finally:
-        torch.set_num_threads(threads)
-    config["span"] = runs[0]["span"] if runs else 1.0
-    summary = _summarise(config, runs)
-    critical = {str(thr): critical_summary(kind, summary, runs, thr) for thr in all_thresholds}
-    result = GridResult(config=config, runs=runs, summary=summary, critical=critical,
-                        out=out_dir, extra={"versions": versions(),
-                                            "cpu_s_total": sum(r["cpu_s_train"]
-                                                               + r["cpu_s_report"]
-                                                               for r in runs)})
-    if out_dir is not None:
-        atomic_write_json(out_dir / CONFIG_FILE, config)
-        result.extra["plot"] = plot_grid(result, out_dir / PLOT_FILE).name
-        atomic_write_json(out_dir / RESULTS_FILE, result.to_dict())
-        (out_dir / TABLE_FILE).write_text(result.table() + "\n")
-    return result
-
-
-def _one_run(cfg: Any, value: float, seed: int, kind: str, split: Any, threshold: float,
-             step_factors: Sequence[float], tol_factors: Sequence[float],
-             keep_in: Path | None, train: Callable[..., Any],
-             build_solver: Callable[[Any], SolverConfig],
-             on_run: Callable[..., dict[str, Any]] | None) -> dict[str, Any]:
-    """Train one grid point and evaluate it with the report."""
-    from ..experiments.odes import neural_odes
-    from ..experiments.train import TrainingDivergedError
-
-    t0 = time.process_time()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) if keep_in is None else keep_in / "runs"
-        run_dir = root / f"{cfg.method}-{_label(kind, value)}-seed{seed}"
-        try:
-            result = train(cfg.replace(out=str(run_dir)), split=split)
-        except TrainingDivergedError as e:
-            kept = "" if keep_in else " (that run folder was temporary: --keep-runs keeps it)"
-            raise TrainingDivergedError(
-                f"grid run {cfg.method} {_label(kind, value)} seed={seed}: {e}{kept}",
-                iteration=e.iteration, checkpoint=e.checkpoint if keep_in else None) from e
-    cpu_train = time.process_time() - t0
-    solver = build_solver(cfg)
-    t0 = time.process_time()
-    rep = solver_independence_report(result.model, split, solver, threshold=threshold,
-                                     step_factors=step_factors, tol_factors=tol_factors,
-                                     batch_size=cfg.eval_batch_size)
-    s0, s1 = neural_odes(result.model)[0].t_span
-    nfe = result.results["nfe"]
-    cpu_report = time.process_time() - t0
-    extra = None if on_run is None else on_run(result.model, split, solver)
-    return {
-        "value": value, "seed": seed, "solver": solver.describe(),
-        "test_accuracy": rep.train_accuracy,
-        "final_test_accuracy_logged": result.results["final"].get("test_accuracy"),
-        "nfe_forward_per_iter": nfe["forward_mean"],
-        "nfe_backward_per_iter": nfe["backward_mean"],
-        "eval_nfe": rep.rows[0]["nfe"], "eval_steps": rep.rows[0]["steps"],
-        "max_gap": rep.max_gap, "max_drop": _drops(rep.rows), "rows": rep.rows,
-        "span": abs(s1 - s0),
-        "cpu_s_train": cpu_train, "cpu_s_report": cpu_report,
-        "run_dir": str(run_dir) if keep_in is not None else None, "extra": extra,
-    }
 
 
 # --------------------------------------------------------------------------- output
@@ -491,7 +316,7 @@ def grid_table(result: GridResult) -> str:
              + f"worst drop (more accurate, over seeds) | valid ({cfg['threshold']:g}) |",
              "|---|---|---|" + "---|" * len(others) + "---|---|"]
     for s in result.summary:
-        label = _label(kind, s["value"])
+        label = setting_label(kind, s["value"])
         cells = "".join(f"{100 * s['acc_by_method'][m]:.1f}% | " if m in s["acc_by_method"]
                         else "- | " for m in others)
         ok = result.critical[thr]["valid"][label]
@@ -506,13 +331,14 @@ def grid_table(result: GridResult) -> str:
         if c.get("critical") is None:
             lines.append(f"- threshold {key}: none (the most accurate setting is invalid)")
             continue
-        crit = _label(kind, c["critical"])
-        last = "-" if c["last_invalid"] is None else _label(kind, c["last_invalid"])
+        crit = setting_label(kind, c["critical"])
+        last = "-" if c["last_invalid"] is None else setting_label(kind, c["last_invalid"])
         best = c["best_valid"]
         lines.append(f"- threshold {key}: {name} = **{crit}** (last invalid {last}); "
                      f"accuracy there {100 * c['acc_at_critical'][0]:.1f} ± "
                      f"{100 * c['acc_at_critical'][1]:.1f}%, NFE/iter "
-                     f"{c['nfe_at_critical']:.1f}; best valid {_label(kind, best['value'])}: "
+                     f"{c['nfe_at_critical']:.1f}; best valid "
+                     f"{setting_label(kind, best['value'])}: "
                      f"{100 * best['acc'][0]:.1f}%")
     return "\n".join(lines)
 
@@ -560,7 +386,7 @@ def plot_grid(result: GridResult, path: str | Path, *, title: str | None = None,
     crit = result.critical[str(cfg["threshold"])].get("critical")
     if crit is not None:
         ax.axvline(crit, color="k", ls="--", lw=0.8,
-                   label=f"critical ({cfg['threshold']:g}): {_label(kind, crit)}")
+                   label=f"critical ({cfg['threshold']:g}): {setting_label(kind, crit)}")
     for i, (x, acc, label) in enumerate(extra_points):
         ax.plot([x], [acc], "k*", ms=10, label=label if i == 0 else None)
     if kind == "steps":

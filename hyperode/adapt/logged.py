@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..experiments.callbacks import Callback, TrainState
-from ..experiments.config import ConfigError
+from ..errors import ConfigError
+from ..nn.callbacks import Callback, TrainState
 
 
 class AdaptationLog(Callback):

@@ -36,6 +36,7 @@ method, the training method's points dark and the other methods' light.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,9 +48,9 @@ from torch import Tensor, nn
 
 from ..data.split import Split
 from ..errors import SolverError
-from ..experiments.odes import neural_odes, nfe_counts, using_solver
 from ..nn import SolverConfig
-from .test_solver import method_order, step_of
+from ..nn.odes import neural_odes, nfe_counts, using_solver
+from .checking import method_order, step_of
 
 STEP_FACTORS: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
 TOL_FACTORS: tuple[float, ...] = (0.1, 1.0, 10.0)
@@ -285,8 +286,6 @@ def solver_independence_report(
                            is_ode=max_gap <= threshold, threshold=threshold,
                            train_solver=train_solver.describe())
     if out_dir is not None:
-        import json
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         report.plot = plot_odeness(rows, out / "odeness.png", title=train_solver.describe())

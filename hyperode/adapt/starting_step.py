@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..nn.odes import neural_odes
 from ..solvers.adaptive import AdaptiveConfig, initial_step
 from ..solvers.controllers import IController
 from ..solvers.norms import rms_norm
@@ -72,8 +73,6 @@ class _Captured(Exception):
 def neural_ode_input(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
     """The first ``NeuralODE`` of ``model`` and the state it receives when the model runs
     on ``x`` (the forward pass stops at the Neural ODE, nothing is integrated)."""
-    from ..experiments.odes import neural_odes
-
     nodes = neural_odes(model)
     if not nodes:
         raise ValueError(f"the model ({type(model).__name__}) contains no NeuralODE")

@@ -4,7 +4,7 @@ Every ``every`` iterations, after the backward pass and before the optimiser ste
 on the current training batch:
 
 1. ``acc_train`` = accuracy with the training solver at step ``h``, ``acc_test`` =
-   accuracy with the test solver (``hyperode.adapt.test_solver``: Euler -> midpoint,
+   accuracy with the test solver (``hyperode.adapt.checking_solver``: Euler -> midpoint,
    midpoint -> rk4, factor 50 smaller global error).
 2. ``|acc_train - acc_test| > threshold`` (0.1): the model depends on the solver;
    halve ``h``. The number of steps ``n = T/h`` is capped at ``max_steps`` (500): if
@@ -42,12 +42,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..experiments.callbacks import TrainState
-from ..experiments.odes import neural_odes
 from ..nn import SolverConfig
+from ..nn.callbacks import TrainState
+from ..nn.odes import neural_odes
+from .checking import checking_solver, method_order, step_of
 from .logged import AdaptationLog
 from .starting_step import model_starting_step
-from .test_solver import method_order, step_of, test_solver
 
 #: Actions of ``StepRule.decide``.
 HALVE, HALVE_TO_CAP, AT_CAP, GROW, REJECT_GROWTH, AT_SPAN = (
@@ -232,7 +232,7 @@ class StepAdaptation(AdaptationLog):
         # other ranks after each iteration, so every rank checks the same step
         h = step_of(solver, span)
         train = solver.replace(step_size=h)
-        test = test_solver(train, factor=self.factor, test_method=self.test_method, span=span)
+        test = checking_solver(train, factor=self.factor, test_method=self.test_method, span=span)
         res_train = state.evaluate(state.batch, train)
         res_test = state.evaluate(state.batch, test)
         nfe = [res_train["nfe"], res_test["nfe"]]

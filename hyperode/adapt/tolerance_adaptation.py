@@ -7,7 +7,7 @@ current training batch:
 
 1. ``acc_train`` = accuracy with the training solver at ``tol``; ``acc_test`` = with the
    test solver (fehlberg2 -> dopri5 at ``tol/5``, dopri5 -> dopri5 at ``tol/10``; see
-   ``hyperode.adapt.test_solver``). While the test solve takes no more NFE than
+   ``hyperode.adapt.checking_solver``). While the test solve takes no more NFE than
    the training solve (so it cannot be more accurate), its tolerance is divided by 10
    again (at most ``max_tighten`` times). The reference code intends the same loop but
    reads the training NFE from ``nfe_f[-1]``, an entry of a tensor that was allocated
@@ -35,11 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..experiments.callbacks import TrainState
-from ..experiments.odes import neural_odes
 from ..nn import SolverConfig
+from ..nn.callbacks import TrainState
+from ..nn.odes import neural_odes
+from .checking import checking_solver
 from .logged import AdaptationLog
-from .test_solver import test_solver
 
 HALVE, GROW, REJECT_GROWTH, TOO_FEW_STEPS = "halve", "grow", "reject_growth", "too_few_steps"
 
@@ -168,7 +168,7 @@ class ToleranceAdaptation(AdaptationLog):
         tol = solver.rtol  # the solver in use (rank 0's under torchrun)
         train = solver.replace(rtol=tol, atol=tol)
         res_train = state.evaluate(state.batch, train)
-        test = test_solver(train)
+        test = checking_solver(train)
         res_test = state.evaluate(state.batch, test)
         nfe = [res_train["nfe"], res_test["nfe"]]
         for _ in range(self.max_tighten):

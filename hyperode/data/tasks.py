@@ -1,7 +1,19 @@
-"""``load_task``: one entry point from a task name (as the CLI spells it) to a ``Split``."""
+"""Task data: one loader per dataset with a common signature, and ``load_task``, the
+dataset by the name the CLI spells it.
+
+A loader takes a ``DataRequest`` (the data settings of a run: ``dim``, ``density``,
+``data_dir``, ``n_train``, ``n_test``, ``seed``) and returns a ``Split``. Three
+helpers make one from a dataset function: ``generated_data`` (a generator with its
+own sizes), ``fixed_data`` (a fixed set, of which ``n_train`` / ``n_test`` select a
+seeded subset) and ``file_data`` (a fixed set read from ``data_dir``). The task
+registry (``hyperode.experiments.tasks``) holds each task's loader; ``DATASETS``
+lists the built-in ones by name.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +28,75 @@ from .spheres import spheres
 from .split import Split
 from .xor import xor
 
-TASKS: tuple[str, ...] = ("spheres", "xor", "digits", "mnist", "cifar10", "cnf2d")
+
+@dataclass(frozen=True)
+class DataRequest:
+    """The data settings of a run; ``None`` sizes take the dataset's own (generated)
+    or the whole set (fixed sets). ``n_train``, ``n_test`` and ``seed`` are checked
+    here (``ValueError`` naming them)."""
+
+    dim: int = 2
+    density: str = "pinwheel"
+    data_dir: str | Path | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(name, getattr(self, name), 1))
+
+
+DataLoader = Callable[[DataRequest], Split]
+
+
+def generated_data(make: Callable[..., Split], n_train: int, n_test: int) -> DataLoader:
+    """A loader for a generator ``make(request, n_train=, n_test=, seed=)`` whose default
+    sizes are ``n_train`` / ``n_test``."""
+    def load(request: DataRequest) -> Split:
+        return make(request,
+                    n_train=n_train if request.n_train is None else request.n_train,
+                    n_test=n_test if request.n_test is None else request.n_test,
+                    seed=request.seed)
+    return load
+
+
+def fixed_data(read: Callable[[DataRequest], Split]) -> DataLoader:
+    """A loader for a fixed set ``read(request)``: ``n_train`` / ``n_test`` select a
+    seeded subset (``subset``)."""
+    def load(request: DataRequest) -> Split:
+        return subset(read(request), request.n_train, request.n_test, seed=request.seed)
+    return load
+
+
+def file_data(name: str, read: Callable[[str | Path], Split]) -> DataLoader:
+    """A loader for a fixed set ``read(data_dir)`` of files the user already has (task
+    ``name``, for the message when ``data_dir`` is missing); subsets as ``fixed_data``."""
+    def read_files(request: DataRequest) -> Split:
+        if request.data_dir is None:
+            raise ValueError(f"task {name!r} reads files the user already has: pass data_dir "
+                             f"(--data-dir) pointing to them; nothing is downloaded")
+        return read(request.data_dir)
+    return fixed_data(read_files)
+
 
 #: Default (n_train, n_test) of the generated tasks.
 DEFAULT_SIZES = {"spheres": (2000, 1000), "xor": (2000, 1000), "cnf2d": (10_000, 2_000)}
+
+#: The built-in datasets by task name.
+DATASETS: dict[str, DataLoader] = {
+    "spheres": generated_data(lambda r, **sizes: spheres(r.dim, **sizes),
+                              *DEFAULT_SIZES["spheres"]),
+    "xor": generated_data(lambda r, **sizes: xor(**sizes), *DEFAULT_SIZES["xor"]),
+    "digits": fixed_data(lambda r: digits(seed=r.seed)),
+    "mnist": file_data("mnist", load_mnist),
+    "cifar10": file_data("cifar10", load_cifar10),
+    "cnf2d": generated_data(lambda r, **sizes: _density(r.density, **sizes),
+                            *DEFAULT_SIZES["cnf2d"]),
+}
+TASKS: tuple[str, ...] = tuple(DATASETS)
 
 
 def load_task(task: str, *, dim: int = 2, density: str = "pinwheel",
@@ -47,28 +124,9 @@ def load_task(task: str, *, dim: int = 2, density: str = "pinwheel",
     """
     if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}; got {task!r}")
-    seed = check_seed(seed)
-    if n_train is not None:
-        n_train = check_int("n_train", n_train, 1)
-    if n_test is not None:
-        n_test = check_int("n_test", n_test, 1)
-    if task in DEFAULT_SIZES:
-        default_train, default_test = DEFAULT_SIZES[task]
-        sizes = dict(n_train=default_train if n_train is None else n_train,
-                     n_test=default_test if n_test is None else n_test, seed=seed)
-        if task == "spheres":
-            return spheres(dim, **sizes)
-        if task == "xor":
-            return xor(**sizes)
-        return _density(density, **sizes)
-    if task == "digits":
-        split = digits(seed=seed)
-    else:
-        if data_dir is None:
-            raise ValueError(f"task {task!r} reads files the user already has: pass data_dir "
-                             f"(--data-dir) pointing to them; nothing is downloaded")
-        split = load_mnist(data_dir) if task == "mnist" else load_cifar10(data_dir)
-    return subset(split, n_train, n_test, seed=seed)
+    request = DataRequest(dim=dim, density=density, data_dir=data_dir, n_train=n_train,
+                          n_test=n_test, seed=seed)
+    return DATASETS[task](request)
 
 
 def subset(split: Split, n_train: int | None, n_test: int | None, seed: int = 0) -> Split:

@@ -14,9 +14,13 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
+
+from ..errors import ConfigError
 from ..nn import SolverConfig
 from ..solvers.config import method_kind
 from ..solvers.methods import METHODS
+from .tasks import get_task
 
 OPTIMIZERS = ("adam", "adamw")
 DEVICES = ("cpu", "cuda")
@@ -35,27 +39,18 @@ NFE_EXPLOSION_FACTOR = 50
 NFE_EXPLOSION_FLOOR = 100
 
 
-class ConfigError(ValueError):
-    """A bad configuration value; ``field`` names the ``TrainConfig`` field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.detail = message
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``None`` means "the task's preset".
 
     Data:
-        task: one of ``hyperode.data.TASKS``.
+        task: a registered task (``hyperode.experiments.tasks.TASKS``).
         dim: dimension of the spheres task.
         density: 2-D density of the cnf2d task (``hyperode.data.DENSITIES``).
         data_dir: folder with the MNIST / CIFAR-10 files (required for those tasks).
         n_train, n_test: sizes (generated tasks) or seeded subsets (file tasks).
         data_seed: seed of the data generator / subset (independent of ``seed``).
-        model: architecture variant of the task (see ``tasks.PRESETS[task].models``).
+        model: architecture variant of the task (see ``tasks.TASKS[task].models``).
     Solver:
         method: a name in ``hyperode.METHODS``; with ``step_size`` or ``num_steps`` the
             solve runs on that fixed grid (allowed for adaptive methods too),
@@ -171,14 +166,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         ConfigError: naming the first bad field, e.g. ``step_size: must be a finite
             number > 0, got -0.1``.
     """
-    from ..data import DENSITIES, TASKS
-    from .tasks import PRESETS
-
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if config.task not in TASKS:
-        raise ConfigError("task", f"must be one of {', '.join(TASKS)}, got {config.task!r}")
-    preset = PRESETS[config.task]
+    task = get_task(config.task)
+    preset = task.defaults
     filled = {f.name: getattr(preset, f.name) for f in fields(config)
               if getattr(config, f.name) is None and hasattr(preset, f.name)
               and f.name not in ("method", "step_size", "num_steps", "rtol", "atol")}
@@ -189,11 +180,11 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if cfg.model not in preset.models:
         raise ConfigError("model", f"task {cfg.task!r} has models {', '.join(preset.models)}; "
                                    f"got {cfg.model!r}")
-    _require_int(cfg, "dim", 2 if cfg.task == "spheres" else 1)
-    if cfg.task == "cnf2d" and cfg.density not in DENSITIES:
-        raise ConfigError("density", f"must be one of {', '.join(DENSITIES)}, got "
+    _require_int(cfg, "dim", task.min_dim)
+    if task.densities is not None and cfg.density not in task.densities:
+        raise ConfigError("density", f"must be one of {', '.join(task.densities)}, got "
                                      f"{cfg.density!r}")
-    if preset.needs_data_dir and cfg.data_dir is None:
+    if task.needs_data_dir and cfg.data_dir is None:
         raise ConfigError("data_dir", f"task {cfg.task!r} reads the dataset from files you "
                                       f"already have (nothing is downloaded): give the folder "
                                       f"holding them")
@@ -227,8 +218,6 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def _resolve_device(device: str | None) -> str:
-    import torch
-
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in DEVICES:
@@ -249,9 +238,7 @@ def build_solver(cfg: TrainConfig) -> SolverConfig:
       ``num_steps`` replace it, its tolerances unless ``rtol`` / ``atol`` do.
     - ``adjoint`` with ``seminorm``: ``adjoint_norm="seminorm"``.
     """
-    from .tasks import PRESETS
-
-    preset: SolverConfig = PRESETS[cfg.task].solver
+    preset: SolverConfig = get_task(cfg.task).preset.solver
     if cfg.step_size is not None and cfg.num_steps is not None:
         raise ConfigError("num_steps", f"give step_size or num_steps, not both (got "
                                        f"step_size={cfg.step_size!r}, num_steps="

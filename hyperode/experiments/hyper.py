@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,13 +42,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
 from ..hyper import ConvHyperNet, FitConfig, HyperSolver, MLPHyperNet, fit
 from ..hyper.solver import resolve_base
 from ..metrics import MacCounter, accuracy, accuracy_loss, mape, pareto_indices, time_call
 from ..nn import ContinuousDepthModel
 from ..odeint import solve
+from ..solvers.config import method_kind
+from ..solvers.methods import METHODS
 from . import runs
 from .config import ConfigError, TrainConfig, resolve_config
+from .train import train, versions
 from .trained import load_run
 
 HYPER_WEIGHTS = "hyper.safetensors"
@@ -487,16 +492,11 @@ def _make_out(out: Path, names: tuple[str, ...]) -> None:
         raise ConfigError("out", f"cannot create {str(out)!r} ({e.strerror or e})") from None
     removed = runs.remove_stale_temp_files(out, names)
     if removed:
-        import sys
-
         print(f"hyperode: removed {len(removed)} stale temporary file(s) left in {out} by an "
               f"interrupted write: {', '.join(removed)}", file=sys.stderr)
 
 
 def _check_method(name: str) -> None:
-    from ..solvers.config import method_kind
-    from ..solvers.methods import METHODS
-
     fixed = [k for k in METHODS if method_kind(k) == "fixed"]
     try:
         kind = method_kind(name)
@@ -688,8 +688,6 @@ def ensure_demo_model(train_dir: str | Path, *, quiet: bool = True) -> bool:
     when it holds a finished run of that configuration (or at least its weights), else
     train it. Returns whether it was reused. Benchmarks that study the demo's model call
     this so that they run on a fresh clone too."""
-    from .train import train
-
     train_dir = Path(train_dir)
     cfg = resolve_config(TrainConfig(**DEMO_TRAIN, out=str(train_dir), quiet=quiet))
     if _finished_run(train_dir, cfg) or (train_dir / runs.WEIGHTS_FILE).is_file():
@@ -705,8 +703,6 @@ def run_demo_pipeline(out: str | Path = "runs/demo", *, train_iterations: int | 
     """Train the digits Neural ODE with dopri5 (reused from ``<out>/train`` when that
     holds a finished run of the same configuration), fit HyperEuler at ``K = steps``,
     evaluate, print the table and the speedup, write plots and ``<out>/results.json``."""
-    from .train import train
-
     torch.set_num_threads(1)
     start = time.perf_counter()
     out = Path(out)
@@ -756,12 +752,8 @@ def run_demo_pipeline(out: str | Path = "runs/demo", *, train_iterations: int | 
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__
 
 
 def _versions() -> dict[str, str]:
-    from .train import versions
-
     return versions()

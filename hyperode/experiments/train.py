@@ -52,8 +52,17 @@ from .. import __version__
 from ..data import Split
 from ..errors import MaxStepsExceededError, SolverError
 from ..nn import SolverConfig
+from ..nn.callbacks import Batch, Callback, TrainState, as_callback_list
+from ..nn.odes import (
+    current_solver,
+    neural_odes,
+    nfe_counts,
+    set_solver,
+    solver_from_dict,
+    solver_to_dict,
+    using_solver,
+)
 from . import runs
-from .callbacks import Batch, Callback, TrainState, as_callback_list
 from .config import (
     MAX_STEPS_PER_SOLVE,
     NFE_EXPLOSION_FACTOR,
@@ -73,16 +82,7 @@ from .distributed import (
     teardown_distributed,
 )
 from .objective import Objective, summarise
-from .odes import (
-    current_solver,
-    neural_odes,
-    nfe_counts,
-    set_solver,
-    solver_from_dict,
-    solver_to_dict,
-    using_solver,
-)
-from .tasks import CLASSIFICATION, DENSITY, PRESETS, build_model, load_split_checked
+from .tasks import CLASSIFICATION, DENSITY, TASKS, build_model, load_split_checked
 
 CHECKPOINT_FORMAT = runs.TRAIN_CHECKPOINT_FORMAT
 _EVAL_SEED_OFFSET = 1_000_003  # evaluation draws (e.g. Hutchinson probes) from its own stream
@@ -239,7 +239,7 @@ class _Trainer:
         self.checkpoint_path = self.run_dir / runs.CHECKPOINT_FILE
         self.cfg = cfg.replace(out=str(self.run_dir))
         self.show = ctx.is_main and not cfg.quiet
-        self.kind = PRESETS[cfg.task].kind if split is None else (
+        self.kind = TASKS[cfg.task].kind if split is None else (
             DENSITY if split.y_train is None else CLASSIFICATION)
         self.custom_model = model is not None
 

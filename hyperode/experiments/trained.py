@@ -11,6 +11,7 @@ from torch import nn
 
 from ..data.split import Split
 from ..nn import SolverConfig
+from ..nn.odes import set_solver, solver_from_dict
 from . import runs
 from .config import (
     ConfigError,
@@ -18,7 +19,6 @@ from .config import (
     build_solver,
     resolve_config,
 )
-from .odes import set_solver, solver_from_dict
 from .tasks import build_model, load_split_checked
 
 

@@ -43,6 +43,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..odeint import odeint
+
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
 }
@@ -309,7 +311,7 @@ class NeuralCDE(nn.Module):
     def forward(self, spline: NaturalCubicSpline, solver: Callable | None = None,
                 **solver_kwargs) -> Tensor:
         if solver is None:
-            from ..odeint import odeint as solver
+            solver = odeint
         s = spline.knots[[0, -1]]
         zs = solver(self.field(spline), self.z0(spline), s, **solver_kwargs)
         return self.readout(zs[-1])

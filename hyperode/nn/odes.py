@@ -14,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from ..nn import NeuralODE, SolverConfig
 from ..solvers.methods import METHODS
+from .node import NeuralODE
+from .solver_config import SolverConfig
 
 
 def neural_odes(model: nn.Module) -> list[NeuralODE]:

@@ -1,7 +1,9 @@
 """The test-solver rule of Ott et al. (ICLR 2021, "ResNet After All?", §3 and App. B).
 
 A Neural ODE trained with a solver is checked by evaluating it with a *test solver*
-whose global error is markedly smaller. This module picks that solver.
+whose global error is markedly smaller. This module picks that solver:
+``checking_solver`` (the paper's name, ``test_solver``, is an alias) and its step rule
+``checking_step_size`` (alias ``test_step_size``).
 
 Fixed-step solvers
 ------------------
@@ -49,7 +51,7 @@ def method_order(method: str) -> int:
     return int(get_method(method).order)
 
 
-def test_step_size(h: float, train_order: int, test_order: int, factor: float = 50.0) -> float:
+def checking_step_size(h: float, train_order: int, test_order: int, factor: float = 50.0) -> float:
     """The test solver's step: ``h`` if ``h^(q-p) <= 1/factor``, else
     ``(h^p/factor)^(1/q)`` (``p`` = ``train_order``, ``q`` = ``test_order``); see the
     module docstring for the derivation."""
@@ -76,7 +78,7 @@ def step_of(solver: SolverConfig, span: float = 1.0) -> float:
                      f"num_steps)")
 
 
-def test_solver(train: SolverConfig, *, factor: float = 50.0, test_method: str | None = None,
+def checking_solver(train: SolverConfig, *, factor: float = 50.0, test_method: str | None = None,
                 span: float = 1.0) -> SolverConfig:
     """The test solver for the training solver ``train``.
 
@@ -107,10 +109,12 @@ def test_solver(train: SolverConfig, *, factor: float = 50.0, test_method: str |
         raise ValueError(f"test_solver: test_method={method!r} (order {q}) is less accurate "
                          f"than the training method {name!r} (order {p})")
     h = step_of(train, span)
-    return SolverConfig(method=method, step_size=test_step_size(h, p, q, factor))
+    return SolverConfig(method=method, step_size=checking_step_size(h, p, q, factor))
 
 
-# These are library functions whose names start with "test"; keep pytest from collecting
-# them when a test module imports them.
-test_solver.__test__ = False  # type: ignore[attr-defined]
-test_step_size.__test__ = False  # type: ignore[attr-defined]
+#: The paper's names (the "test solver" of a training solver), kept as aliases. Import
+#: them under another name in a test module (``from hyperode.adapt import test_solver as
+#: make_test_solver``), or use ``checking_solver``: pytest collects module-level
+#: functions whose names start with ``test``.
+test_solver = checking_solver
+test_step_size = checking_step_size

@@ -1,4 +1,9 @@
-"""Hooks into the training loop, and the state they see.
+"""Hooks into a training loop of continuous-depth models, and the state they see.
+
+The library defines the hooks; ``hyperode.experiments.train`` is the loop that calls
+them (re-exported there as ``hyperode.experiments.Callback``), and the ODE-ness
+adaptation callbacks of ``hyperode.adapt`` are built on them. A loop of your own can
+call them too: build a ``TrainState`` and call the hooks at the points below.
 
 A callback subclasses ``Callback`` and overrides any of::
 
@@ -30,17 +35,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .odes import current_solver, set_solver
-
-if TYPE_CHECKING:
-    from ..nn import SolverConfig
-    from .config import TrainConfig
-    from .distributed import DistContext
+from .solver_config import SolverConfig
 
 Batch = tuple[Tensor, Tensor | None]
 
@@ -50,7 +51,8 @@ class TrainState:
     """What the training loop exposes to callbacks.
 
     Attributes:
-        config: the resolved ``TrainConfig``.
+        config: the run's resolved configuration (``hyperode.experiments.TrainConfig``
+            in ``hyperode.experiments.train``; callbacks read ``config.iterations``).
         model: the model being trained (never the DDP wrapper).
         optimizer, scheduler: the optimiser and learning-rate schedule.
         iteration: number of completed optimiser steps.
@@ -61,16 +63,17 @@ class TrainState:
         eval_metrics: the last evaluation on the test split.
         run_dir: the run folder (``None`` when nothing is written).
         device: the training device.
-        dist: this process's place in the process group.
+        dist: this process's place in the process group (``rank``, ``world_size``;
+            ``hyperode.experiments.distributed.DistContext`` in the training loop).
         stop_training: set it to ``True`` to end training after this iteration.
     """
 
-    config: TrainConfig
+    config: Any
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     device: torch.device
-    dist: DistContext
+    dist: Any
     run_dir: Path | None
     evaluate_fn: Callable[[Batch, SolverConfig | None], dict[str, float]]
     evaluate_test_fn: Callable[[SolverConfig | None], dict[str, float]]
