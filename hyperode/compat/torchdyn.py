@@ -215,7 +215,8 @@ class NeuralODE(nn.Module):
         integral_loss: ``g(t, x)``; with ``"autograd"``, ``x[:, 0]`` accumulates its
             integral (``TorchdynField``). Not supported with the adjoints (``ValueError``).
         seminorm: with ``"adjoint"``/``"interpolated_adjoint"`` and an adaptive backward
-            solver, judge the backward error without the parameter adjoints.
+            solver, judge the backward error on the state and its adjoint only (hyperode's
+            ``"state_seminorm"``; the interpolated adjoint judges the adjoint alone).
         return_t_eval: ``forward`` returns ``(t_eval, sol)`` (default) or ``sol``.
         optimizable_params: extra tensors to differentiate under the adjoints (e.g.
             those a plain function closes over); ``nn.Parameter``s among them are
@@ -389,7 +390,8 @@ class NeuralODE(nn.Module):
             return ys
         adjoint_options = dict(backward.get("options") or {})
         if self.seminorm and backward_adaptive:
-            adjoint_options["norm"] = "seminorm"
+            # torchdyn's backsolve judges x and its adjoint only (not the time adjoint)
+            adjoint_options["norm"] = "state_seminorm"
         sol = solve_adjoint(
             self.vf, x, t_span, **forward,
             adjoint_method=backward["method"], adjoint_rtol=backward.get("rtol"),
