@@ -508,9 +508,11 @@ def test_bad_arguments_raise_clear_errors(kwargs, match):
 def test_bad_t_span_raises():
     node = NeuralODE(XOnly())
     x = torch.zeros(2, 2)
-    for bad in (torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0]), "0,1"):
+    for bad in (torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0]), "0,1", torch.zeros(2, 3)):
         with pytest.raises(ValueError, match="t_span"):
             node(x, bad)
+    with pytest.raises(ValueError, match="dict states"):
+        node({"i1": x})
 
 
 # --------------------------------------------------------------------------- functional odeint

@@ -366,6 +366,10 @@ class NeuralODE(nn.Module):
 
     def _integrate(self, x: Tensor, t_span: Tensor, args: dict | None,
                    sensitivity: str) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"NeuralODE: x must be a tensor, got {type(x).__name__} (torchdyn's "
+                             f"dict states are not supported; tuples of tensors work with "
+                             f"hyperode.odeint)")
         if args is not None and not isinstance(args, dict):
             raise ValueError(f"NeuralODE: args must be a dict, got {type(args).__name__}")
         self.vf.args = dict(args or {})
