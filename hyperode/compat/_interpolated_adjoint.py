@@ -114,9 +114,10 @@ class InterpolatedAdjoint:
     def __call__(self, x0: Tensor, t: Tensor) -> Tensor:
         """The trajectory ``[len(t), *x0.shape]``, differentiable in ``x0``, ``t`` and
         ``params`` through the interpolated adjoint."""
-        if not isinstance(x0, Tensor):
+        if not isinstance(x0, Tensor) or x0.is_complex():
+            what = type(x0).__name__ if not isinstance(x0, Tensor) else f"{x0.dtype} tensor"
             raise ValueError("NeuralODE: sensitivity='interpolated_adjoint' integrates one "
-                             f"tensor state, got {type(x0).__name__}")
+                             f"real tensor state, got a {what}")
         return _InterpolatedAdjointFunction.apply(self, t, x0, *self.params)
 
     # ------------------------------------------------------------------ passes
@@ -159,7 +160,7 @@ class InterpolatedAdjoint:
                 f_out = [self.func(_time(ti, ys), yi) for ti, yi in zip(t_list, ys)]
             self.backward_stats.nfe += len(f_out)
             grad_t = torch.stack([(g * fi).sum() for g, fi in zip(grad_ys, f_out)])
-            grad_t[0] = -(a * f_out[0]).sum() if len(t_list) > 1 else 0.0
+            grad_t[0] = -(a * f_out[0]).sum()
             grad_t = grad_t.to(t.dtype)
         a = a + grad_ys[0] if len(t_list) > 1 else grad_ys[0]
         return grad_t, a, mus
