@@ -21,6 +21,7 @@ callbacks recording the accepted steps.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,8 +49,7 @@ class HermiteTrajectory:
         self.ys, self.fs = ys[order], fs[order]
 
     def __call__(self, t: float) -> Tensor:
-        k = int(torch.searchsorted(self.ts, torch.tensor(t, dtype=self.ts.dtype,
-                                                         device=self.ts.device)))
+        k = bisect.bisect_left(self.ts_list, t)  # host-side: no device sync per call
         k = min(max(k, 1), len(self.ts_list) - 1)
         t0, t1 = self.ts_list[k - 1], self.ts_list[k]
         h = t1 - t0
