@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint docs docs-strict typecheck bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,24 @@ demo: $(RUN_STAMP)
 	$(PY) -m hyperode demo
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check hyperode tests benchmarks
+	$(VENV)/bin/ruff check hyperode tests benchmarks examples docs/hooks
+
+# The documentation site, built offline into site/ (mkdocs.yml). NO_MKDOCS_2_WARNING
+# silences the theme's notice about its successor, which is not a build problem.
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet
+
+# The same build in strict mode: a broken link, anchor or API reference fails it.
+docs-strict: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet --strict
+
+# pyright on the package ([tool.pyright] in pyproject.toml). Not yet part of `test`:
+# the package is not clean yet.
+typecheck: $(DEV_STAMP)
+	$(VENV)/bin/pyright
 
 # pytest exits 5 when it collects no test: say so loudly rather than fail CI on it.
-test: lint
+test: lint docs-strict
 	$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; \
 	exit $$status
@@ -38,4 +52,4 @@ bench: $(DEV_STAMP)
 	$(PY) benchmarks/solver_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site
