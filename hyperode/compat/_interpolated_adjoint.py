@@ -118,6 +118,10 @@ class InterpolatedAdjoint:
             what = type(x0).__name__ if not isinstance(x0, Tensor) else f"{x0.dtype} tensor"
             raise ValueError("NeuralODE: sensitivity='interpolated_adjoint' integrates one "
                              f"real tensor state, got a {what}")
+        if not torch.is_grad_enabled():  # sampling: no knots to keep
+            sol = solve(self.func, x0, t, **self.forward)
+            self.stats, self.backward_stats = sol.stats, SolverStats()
+            return sol.ys
         return _InterpolatedAdjointFunction.apply(self, t, x0, *self.params)
 
     # ------------------------------------------------------------------ passes
