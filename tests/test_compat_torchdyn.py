@@ -576,6 +576,8 @@ def test_functional_odeint_reversed_span_and_options():
                   seminorm=(True, 1), t_stops=[0.25, 0.5])
     torch.testing.assert_close(a[-1, 0], torch.tensor(math.exp(-1), dtype=F64), rtol=1e-3,
                                atol=0)
+    with pytest.raises(ValueError, match=r"odeint: solver='alf'.*dopri5"):
+        odeint(lambda t, y: -y, x, torch.tensor([0.0, 1.0]), "alf")
     with pytest.raises(ValueError, match="return_all_eval"):
         odeint(lambda t, y: -y, x, torch.tensor([0.0, 1.0]), "dopri5", return_all_eval=True)
     with warnings.catch_warnings():

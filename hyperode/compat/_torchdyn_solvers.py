@@ -44,17 +44,17 @@ def supported_names() -> list[str]:
     return [*TORCHDYN_SOLVERS, *sorted(n for n in METHODS if n not in TORCHDYN_SOLVERS)]
 
 
-def resolve_solver(solver: Any, argument: str = "solver") -> Any:
+def resolve_solver(solver: Any, argument: str = "solver", owner: str = "NeuralODE") -> Any:
     """The hyperode method object for a torchdyn ``solver=`` value.
 
     ``solver`` is a torchdyn name (``TORCHDYN_SOLVERS``), a hyperode method name, a
     ``hyperode.ButcherTableau`` or a step method object (``HyperSolver``). ``ValueError``
-    names ``argument``, the value and the names that are accepted otherwise.
+    names ``owner``, ``argument``, the value and the names that are accepted otherwise.
     """
     if isinstance(solver, str):
         if solver in UNSUPPORTED_SOLVERS:
             raise ValueError(
-                f"NeuralODE: {argument}={solver!r} is a torchdyn solver that "
+                f"{owner}: {argument}={solver!r} is a torchdyn solver that "
                 f"hyperode.compat.torchdyn does not provide: {UNSUPPORTED_SOLVERS[solver]}; "
                 f"use one of {supported_names()}")
         name = TORCHDYN_SOLVERS.get(solver, solver)
@@ -62,17 +62,17 @@ def resolve_solver(solver: Any, argument: str = "solver") -> Any:
             return get_method(name)
         except ValueError:
             raise ValueError(
-                f"NeuralODE: {argument}={solver!r} is not a solver name torchdyn or hyperode "
+                f"{owner}: {argument}={solver!r} is not a solver name torchdyn or hyperode "
                 f"knows; use one of {supported_names()}, a hyperode.ButcherTableau or a "
                 f"step method object such as a hyperode.hyper.HyperSolver") from None
     if solver is None or isinstance(solver, (bool, int, float)):
-        raise ValueError(f"NeuralODE: {argument} must be a solver name, a "
+        raise ValueError(f"{owner}: {argument} must be a solver name, a "
                          f"hyperode.ButcherTableau or a step method object, got {solver!r}")
     try:
         method = get_method(solver)
     except (ValueError, AttributeError):
         raise ValueError(
-            f"NeuralODE: {argument}={solver!r} ({type(solver).__name__}) is not a solver "
+            f"{owner}: {argument}={solver!r} ({type(solver).__name__}) is not a solver "
             f"hyperode can run: give a name ({supported_names()}), a hyperode.ButcherTableau "
             f"or a step method object such as a hyperode.hyper.HyperSolver (torchdyn's own "
             f"solver modules are not accepted)") from None

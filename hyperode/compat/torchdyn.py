@@ -149,8 +149,11 @@ def odeint(f: Callable, x: Tensor, t_span: Tensor | Sequence, solver: Any = "tsi
                          "times")
     if not callable(f):
         raise ValueError(f"odeint: f must be callable as f(t, x), got {type(f).__name__}")
+    if not isinstance(x, Tensor):
+        raise ValueError(f"odeint: x must be a tensor, got {type(x).__name__} (torchdyn's dict "
+                         f"states are not supported)")
     t_span = as_t_span(t_span, x, owner)
-    method = resolve_solver(solver)
+    method = resolve_solver(solver, "solver", owner)
     atol = _check_tolerance(owner, "atol", atol)
     rtol = _check_tolerance(owner, "rtol", rtol)
     if interpolator not in INTERPOLATORS:
