@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import MaxStepsExceededError
 from .problem import Callbacks, NudgedField, VectorField
 from .stats import SolverStats
-from .step import StepMethod, Stepper, StepResult, bind, hermite, linear, no_accept
+from .step import StepMethod, Stepper, StepResult, bind, hermite, linear, no_accept, own
 from .tableau import ButcherTableau
 
 _MERGE_TOL = 1e-10  # grid points this close (relative to the span) to an output time merge
@@ -187,7 +187,7 @@ def integrate_fixed(
         y1 = result.y1
         if landing:
             if t1 == next_out:
-                ys.append(y1)
+                ys.append(own(y1))
                 out_i += 1
                 next_out = t_out[out_i] if out_i < n_out else None
         elif watch is not None:

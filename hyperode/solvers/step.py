@@ -24,12 +24,18 @@ chosen by the integrators (gradients with respect to the output times are attach
 exactly in ``hyperode.odeint``), so every stage combination ``y + h * sum_j a_ij k_j``
 is a chain of fused ``add(..., alpha=h*a_ij)`` kernels with zero coefficients skipped:
 no coefficient tensors, no host synchronisation.
+
+Without a graph (``torch.no_grad()``/``inference_mode``) a tableau's stage sums are
+accumulated instead (``StageSums``): every stage derivative ``k_j``, once evaluated, is
+added to all the sums that use it (the later stages' inputs, ``y1`` and the error
+estimates) by one broadcast ``addcmul_`` over a stacked buffer, so a step costs one
+kernel per stage instead of one per nonzero coefficient. The arithmetic is the same sums
+in the same order up to rounding of the coefficients (a few ulps, not bit for bit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -169,19 +175,119 @@ class StepMethod(Protocol):
 FixedStepMethod = StepMethod
 
 
+# A stage's addcmul_ covers every row of the buffer (rows already handed to f get
+# + 0 * k_j, which leaves finite values as they are) unless skipping its leading zero
+# rows saves at least this many elements: below it the slice costs more than it saves.
+_SLICE_MIN = 4096
+
+
+class StageSums:
+    """The stage sums of ``tableau`` accumulated in one stacked buffer (no graph).
+
+    Rows of the buffer ``[rows, *y.shape]``: the inputs of stages ``2..s``, then ``y1``
+    (absent for an FSAL tableau, whose last stage input *is* ``y1``), then the error
+    estimates. Rows start as ``y`` (state rows) or 0 (error rows) by one broadcast
+    product; stage ``j``'s derivative is added to the rows that use it by one broadcast
+    ``addcmul_(column_j, k_j, value=h)``. A finished ``y1`` is never written again (an
+    FSAL tableau's last stage only updates the error rows). The buffer is fresh each
+    step: its rows are handed to ``f`` and returned as ``y1``.
+
+    ``worthwhile`` says whether this takes fewer kernels than the chain of fused adds of
+    ``rk_step`` (Euler's single add, for example, does not gain).
+    """
+
+    __slots__ = ("cols", "fsal", "mask", "n_err", "n_rows", "n_state", "tableau",
+                 "worthwhile")
+
+    def __init__(self, tableau: ButcherTableau, with_error: bool, y: Tensor):
+        s = tableau.stages
+        weights = [list(tableau.a[i]) + [0.0] * (s - i) for i in range(1, s)]
+        if not tableau.fsal:
+            weights.append(list(tableau.b))
+        n_state = len(weights)
+        if with_error:
+            weights.append(list(tableau.b_error))
+            if tableau.b_error2 is not None:
+                weights.append(list(tableau.b_error2))
+        self.tableau = tableau
+        self.fsal = tableau.fsal
+        self.n_rows = len(weights)
+        self.n_state = n_state
+        self.n_err = self.n_rows - n_state
+        ones = (1,) * y.dim()
+        kw = dict(dtype=y.dtype, device=y.device)
+        self.mask = torch.tensor([1.0] * n_state + [0.0] * self.n_err, **kw).view(-1, *ones)
+        numel = y.numel()
+        # Column j: (first row updated, its weights from there on), or None if all zero.
+        self.cols: list[tuple[int, Tensor] | None] = []
+        for j in range(s):
+            column = [w[j] for w in weights]
+            nonzero = [r for r, w in enumerate(column) if w != 0.0]
+            if not nonzero:
+                self.cols.append(None)
+                continue
+            first = nonzero[0]
+            finished_y1 = self.fsal and j == s - 1  # must not touch y1 (row n_state - 1)
+            if not finished_y1 and first * numel < _SLICE_MIN:
+                first = 0
+            self.cols.append((first, torch.tensor(column[first:], **kw).view(-1, *ones)))
+        chain_kernels = sum(1 for w in weights for x in w if x != 0.0)
+        fused_kernels = 2 + sum(c is not None for c in self.cols)
+        self.worthwhile = fused_kernels < chain_kernels
+
+    def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult:
+        """One step without a graph (``rk_step``'s contract: ``s - 1`` evaluations)."""
+        c, cols = self.tableau.c, self.cols
+        acc = torch.mul(self.mask, y)
+        rows = acc.unbind(0)
+        ks = [k1]
+        k = k1
+        for i in range(len(c)):
+            if i:
+                k = f(t + c[i] * h, rows[i - 1])
+                if k._base is acc:  # f returned (a view of) its input: no in-place overlap
+                    k = k.clone()
+                ks.append(k)
+            col = cols[i]
+            if col is not None:
+                first, weights = col
+                (acc[first:] if first else acc).addcmul_(weights, k, value=h)
+        n_state, n_err = self.n_state, self.n_err
+        error = rows[n_state] if n_err else None
+        error2 = rows[n_state + 1] if n_err > 1 else None
+        return StepResult(rows[n_state - 1], error, ks, ks[-1] if self.fsal else None, error2)
+
+
 class RKStepper:
     """A ``ButcherTableau`` on one solve: the stage loop, no state.
 
-    ``step`` is ``rk_step`` bound by a C-level ``functools.partial`` (no Python frame
-    added per step)."""
+    ``step`` records a graph through ``rk_step`` when autograd is on; without one it
+    runs the accumulated stage sums (``StageSums``) where they take fewer kernels.
+    """
 
-    __slots__ = ("accept", "f", "step", "tableau")
+    __slots__ = ("_sums", "accept", "euler", "f", "tableau")
 
     def __init__(self, tableau: ButcherTableau, f: Field):
         self.tableau = tableau
         self.f = f
-        self.step = partial(rk_step, f, tableau)
         self.accept = no_accept
+        self._sums: dict[tuple, StageSums] = {}
+        # A one-stage tableau (Euler): its weight b_1, else 0.0
+        self.euler = tableau.b[0] if tableau.stages == 1 and not tableau.fsal else 0.0
+
+    def step(self, t: float, y: Tensor, h: float, k1: Tensor,
+             with_error: bool = False) -> StepResult:
+        if torch.is_grad_enabled():
+            return rk_step(self.f, self.tableau, t, y, h, k1, with_error)
+        if self.euler and not with_error:  # one fused add, no stage loop
+            return StepResult(torch.add(y, k1, alpha=h * self.euler), None, [k1])
+        key = (with_error, y.dtype, y.device, y.dim())
+        sums = self._sums.get(key)
+        if sums is None:
+            sums = self._sums[key] = StageSums(self.tableau, with_error, y)
+        if not sums.worthwhile:
+            return rk_step(self.f, self.tableau, t, y, h, k1, with_error)
+        return sums.step(self.f, t, y, h, k1)
 
     def dense(self, t: float, y: Tensor, h: float, result: StepResult, theta: float,
               f1: Tensor | None) -> Tensor:
@@ -194,6 +300,12 @@ class RKStepper:
         if f1 is None:
             f1 = self.f(t + h, result.y1)
         return hermite(y, result.y1, result.ks[0], f1, h, theta)
+
+
+def own(y: Tensor) -> Tensor:
+    """``y`` as an output the solve hands back: a row of a ``StageSums`` buffer (a view)
+    is copied out, so that a kept output does not keep the whole stacked buffer alive."""
+    return y.clone() if y._base is not None else y
 
 
 def no_accept(t: float, y: Tensor, h: float, result: StepResult) -> None:
