@@ -164,6 +164,7 @@ class PerSampleField(VectorField):
         self.rows_layout = RowLayout(layout)
         self.row_evaluations = 0
         self._rows_checked = False
+        self._plain = not layout.is_tuple and len(layout.shapes[0]) == 2
 
     def __call__(self, t: float | Tensor, y: Tensor) -> Tensor:
         rl = self.rows_layout
@@ -179,19 +180,27 @@ class PerSampleField(VectorField):
         self.nfe += 1
         n = rows.shape[0]
         self.row_evaluations += n
-        tt = t.to(self._time_dtype)
-        state = self.rows_layout.state(rows)
-        if self._rows_checked:
-            out = self.func(tt, state)
-        else:
-            try:
-                out = self.func(tt, state)
-            except Exception as e:
-                if hasattr(e, "add_note"):
-                    e.add_note(f"raised by func at its first call; {T_SHAPE_HINT}")
-                raise
+        if t.dtype != self._time_dtype:
+            t = t.to(self._time_dtype)
+        rl = self.rows_layout
+        if self._plain and self._rows_checked:  # a [B, N] tensor state: rows are the state
+            out = self.func(t, rows)
+            if type(out) is not Tensor or out.shape != rows.shape or out.dtype != self._dtype \
+                    or out.device != self._device:
+                self._check_rows(out, n)
+            return out
+        out = self.func(t, rl.state(rows)) if self._rows_checked \
+            else self._first_call(t, rl.state(rows))
         self._check_rows(out, n)
-        return self.rows_layout.to_rows(out)
+        return rl.to_rows(out)
+
+    def _first_call(self, t: Tensor, state: State) -> object:
+        try:
+            return self.func(t, state)
+        except Exception as e:
+            if hasattr(e, "add_note"):
+                e.add_note(f"raised by func at its first call; {T_SHAPE_HINT}")
+            raise
 
     def _check_rows(self, out: object, n: int) -> None:
         layout, rl = self.layout, self.rows_layout
@@ -288,24 +297,29 @@ def _row_rms(width: int) -> Callable[[Tensor], Tensor]:
 
 
 def _factors(controller: IController | PIController, ratio: Tensor, memory: Tensor,
-             exponent: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``controller.factor`` elementwise: ``(factor if accepted, factor if rejected,
-    memory if accepted)`` for float64 ratios ``[A]`` (``inf``: non-finite error). The
-    same formulas as ``controllers.py`` and the shared-step loop's use of them."""
-    finite = torch.isfinite(ratio)
-    r = torch.where(finite, ratio, 0.0)  # an accepted non-finite ratio (at min_step) is 0
+             exponent: float, forced_possible: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``controller.factor`` elementwise, as the shared-step loop uses it: ``(factor if
+    accepted, factor if rejected (<= 1), memory if accepted)`` for float64 ratios ``[A]``
+    (``inf`` for a non-finite error: ``inf**-e = 0`` gives ``dfactor`` on rejection).
+    ``forced_possible``: ``min_step > 0``, so that a step with ratio > 1 (or ``inf``, read
+    as 0) may be accepted."""
     s, up, down = controller.safety, controller.ifactor, controller.dfactor
-    plain = s * r.pow(-exponent)
-    rejected = torch.where(finite, plain.clamp(down, up), down).clamp(max=1.0)
+    plain = ratio.pow(-exponent).mul_(s)  # ratio 0 -> inf, clamped to ifactor below
+    rejected = plain.clamp(down, 1.0)
     if isinstance(controller, IController):
-        floor = torch.full_like(r, down if controller.shrink_after_accept else 1.0)
-        floor = torch.where(r > 1.0, down, floor)
-        accepted = torch.where(r == 0.0, up, torch.maximum(plain, floor).clamp(max=up))
+        accepted = plain.clamp(down if controller.shrink_after_accept else 1.0, up)
+        if forced_possible:
+            accepted = torch.where(ratio > 1.0, plain.clamp(down, up), accepted)
+            accepted = accepted.masked_fill_(torch.isinf(ratio), up)
         return accepted, rejected, memory
     beta = 0.2 * exponent if controller.beta is None else controller.beta
-    pi = (s * r.pow(-(exponent - 0.75 * beta)) * memory.pow(beta)).clamp(down, up)
-    accepted = torch.where(r == 0.0, up, torch.where(r > 1.0, plain.clamp(down, 1.0), pi))
-    new_memory = torch.where((r == 0.0) | (r > 1.0), memory, r.clamp(min=1e-4))
+    r = ratio.masked_fill(torch.isinf(ratio), 0.0) if forced_possible else ratio
+    accepted = r.pow(-(exponent - 0.75 * beta)).mul_(memory.pow(beta)).mul_(s).clamp_(down, up)
+    keep = (r == 0.0) | (r > 1.0)
+    if forced_possible:
+        accepted = torch.where(r > 1.0, plain.clamp(down, 1.0), accepted)
+    accepted = accepted.masked_fill_(r == 0.0, up)
+    new_memory = torch.where(keep, memory, r.clamp(min=1e-4))
     return accepted, rejected, new_memory
 
 
@@ -358,32 +372,40 @@ def _indices(idx: Tensor) -> str:
     return f"[{shown}{', ...' if len(values) > _SHOWN else ''}] ({len(values)} in all)"
 
 
-def _dense(tableau: ButcherTableau, f: PerSampleField, t: Tensor, y: Tensor, y1: Tensor,
-           dh: Tensor, dh_col: Tensor, ks: list[Tensor], f1: Tensor | None,
-           theta: Tensor) -> Tensor:
-    """Per-sample dense output inside the step ``(t, y) -> (t + dh, y1)`` at ``theta``
-    ``[A]`` (float64, in [0, 1]): the continuous extension (its extra stages appended to
-    ``ks`` once per step), else the cubic Hermite interpolant with ``f1 = f(t + dh, y1)``."""
-    th = theta.to(f._time_dtype)
-    if tableau.dense is not None:
+def _dense_matrix(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device
+                  ) -> Tensor | None:
+    """The continuous extension's coefficients as ``[M, S]``: ``b_i(theta) =
+    sum_m D[m, i] theta**(m+1)`` (``None`` without one)."""
+    if tableau.dense is None:
+        return None
+    return torch.tensor(tableau.dense, dtype=dtype, device=device).T.contiguous()
+
+
+def _dense(tableau: ButcherTableau, coef: Tensor | None, f: PerSampleField, rows: Tensor,
+           theta: Tensor, t: Tensor, y: Tensor, y1: Tensor, dh: Tensor, dh_col: Tensor,
+           ks: list[Tensor], f1: Tensor | None) -> Tensor:
+    """Dense output of rows ``rows`` ``[P]`` (repeats allowed: several outputs inside one
+    step) at ``theta`` ``[P]`` (float64, in [0, 1]) inside the step ``(t, y) -> (t + dh,
+    y1)``: the continuous extension (its extra stages evaluated on the batch and appended
+    to ``ks`` once per step), else the cubic Hermite interpolant with ``f1 = f(t + dh,
+    y1)``. Returns ``[P, N]``."""
+    th = theta.to(f._time_dtype).unsqueeze(1)
+    y_r, dh_r = y.index_select(0, rows), dh_col.index_select(0, rows)
+    if coef is not None:
         s = tableau.stages
         for j, (c_j, a_j) in enumerate(zip(tableau.extra_c, tableau.extra_a)):
             if len(ks) == s + j:
                 ks.append(f.on_rows(t + c_j * dh, torch.addcmul(y, dh_col,
                                                                  combine(None, ks, a_j, 1.0))))
-        acc = None
-        for k, row in zip(ks, tableau.dense):
-            w = torch.zeros_like(th)
-            for coef in reversed(row):  # Horner in theta, then one more theta
-                w = w * th + coef
-            w = (w * th).unsqueeze(1)
-            acc = k * w if acc is None else torch.addcmul(acc, k, w)
-        return torch.addcmul(y, dh_col, acc)
-    th = th.unsqueeze(1)
+        powers = th.expand(-1, coef.shape[0]).cumprod(dim=1)  # theta, theta^2, ...
+        weights = (powers @ coef).unsqueeze(1)  # [P, 1, S]
+        stages = torch.stack(ks, dim=1).index_select(0, rows)  # [P, S, N]
+        return torch.addcmul(y_r, dh_r, torch.bmm(weights.to(stages.dtype), stages).squeeze(1))
     t2, t3 = th * th, th * th * th
-    out = y * (2 * t3 - 3 * t2 + 1) + y1 * (-2 * t3 + 3 * t2)
-    out = out + dh_col * (ks[0] * (t3 - 2 * t2 + th) + f1 * (t3 - t2))
-    return out
+    out = y_r * (2 * t3 - 3 * t2 + 1) + y1.index_select(0, rows) * (-2 * t3 + 3 * t2)
+    slopes = ks[0].index_select(0, rows) * (t3 - 2 * t2 + th) \
+        + f1.index_select(0, rows) * (t3 - t2)
+    return torch.addcmul(out, dh_r, slopes)
 
 
 def integrate_per_sample(
@@ -427,9 +449,9 @@ def integrate_per_sample(
     a, b, c, fsal = tableau.a, tableau.b, tableau.c, tableau.fsal
 
     y = rl.rows(y0)
-    outs: list[Tensor] = [y] + [torch.zeros_like(y) for _ in range(n_out - 1)]
+    outs = y.new_zeros((n_out, batch, rl.width))  # row b of outs[j]: sample b at t_out[j]
+    coef = _dense_matrix(tableau, tdt, device)
     gidx = torch.arange(batch, device=device)
-    full = True  # no row dropped yet: outputs by torch.where, not index_copy
     t = torch.full((batch,), t0, dtype=f64, device=device)
     k1 = f.on_rows(t, y)
     with torch.no_grad():
@@ -445,90 +467,96 @@ def integrate_per_sample(
     memory = torch.full((batch,), controller.initial_memory(), dtype=f64, device=device)
     last_rej = torch.zeros(batch, dtype=torch.bool, device=device)
     n_acc = torch.zeros(batch, dtype=torch.int64, device=device)
-    n_rej = torch.zeros(batch, dtype=torch.int64, device=device)
+    n_att = torch.zeros(batch, dtype=torch.int64, device=device)  # attempted steps
     running = torch.ones(batch, dtype=torch.bool, device=device)
-    out_i = torch.ones(batch, dtype=torch.int64, device=device)
-    big = torch.tensor(n_out, dtype=torch.int64, device=device)
-
+    out_i = torch.ones(batch, dtype=torch.int64, device=device)  # = outputs at or before t
+    c_col = torch.tensor(c, dtype=f64, device=device).unsqueeze(1)
+    forced_possible = min_step > 0
+    is_pi = isinstance(controller, PIController)
+    # Finished rows step by 0 and their h, memory and rejection flag are never read again,
+    # so those are updated without masks; a step that lands on t_end finishes its sample,
+    # so the shared loop's "a cut step says nothing about the natural step size" rule has
+    # nothing to act on here.
     while True:
         stats.batched_steps += 1
         with torch.no_grad():
-            gap = d * (t_end - t)
-            landing = (d * (t + 1.01 * d * h - t_end) >= 0) & (gap <= max_step)
-            h_step = torch.where(running, torch.where(landing, gap, h), 0.0)
-            dh = d * h_step
-            underflow = running & ~((h_step > 0) & (t + dh != t))
+            gap = t_end - t if d > 0 else t - t_end
+            landing = gap <= 1.01 * h  # Hairer's rule: land if within 1% of a step
+            if max_step < math.inf:
+                landing &= gap <= max_step
+            h_step = torch.where(landing, gap, h).masked_fill_(~running, 0.0)
+            dh = h_step if d > 0 else -h_step
+            t1 = torch.where(landing, t_end, t + dh)
+            stage_t = torch.addcmul(t, c_col, dh)  # [S, A]
             dh_col = dh.to(tdt).unsqueeze(1)
         ks = [k1]
         yi = y
         for i in range(1, len(c)):
             yi = torch.addcmul(y, dh_col, combine(None, ks, a[i], 1.0))
-            ks.append(f.on_rows(t + c[i] * dh, yi))
+            ks.append(f.on_rows(stage_t[i], yi))
         y1 = yi if fsal else torch.addcmul(y, dh_col, combine(None, ks, b, 1.0))
         with torch.no_grad():
             abs_y1 = y1.abs()
-            scale = atol + rtol * torch.maximum(abs_y, abs_y1)
+            scale = torch.maximum(abs_y, abs_y1).mul_(rtol).add_(atol)
             err = combine(None, ks, tableau.b_error, 1.0).mul_(dh_col)
-            ratio = norm_rows(_divide(err, scale, vanish)).to(f64)
+            ratio = norm_rows(_divide(err, scale, vanish))
             if tableau.b_error2 is not None:
                 err2 = combine(None, ks, tableau.b_error2, 1.0).mul_(dh_col)
-                ratio = _two_estimates(ratio, norm_rows(_divide(err2, scale, vanish)).to(f64))
-            ratio = torch.where(torch.isnan(ratio), math.inf, ratio)
-            forced = torch.minimum(h, h_step) <= min_step
-            accept = running & (forced | (ratio <= 1.0))
-            reject = running & ~accept
+                ratio = _two_estimates(ratio.to(f64),
+                                       norm_rows(_divide(err2, scale, vanish)).to(f64))
+            ratio = ratio.to(f64).nan_to_num_(nan=math.inf, posinf=math.inf)
+            accept = ratio <= 1.0
+            if forced_possible:  # a step no longer than min_step is accepted (torchdiffeq)
+                accept |= torch.minimum(h, h_step) <= min_step
+            accept &= running
+            reject = running ^ accept
             n_acc += accept
-            n_rej += reject
-            f_acc, f_rej, mem_acc = _factors(controller, ratio, memory, exponent)
-            h_rej = (h_step * f_rej).clamp(min=min_step)
-            f_acc = torch.where(last_rej, f_acc.clamp(max=1.0), f_acc)
-            h_acc = h_step * f_acc
-            h_acc = torch.where(landing & (h > h_step), torch.maximum(h_acc, h), h_acc)
-            h_acc = h_acc.clamp(min_step, max_step)
-            h = torch.where(accept, h_acc, torch.where(reject, h_rej, h))
-            memory = torch.where(accept, mem_acc, memory)
-            last_rej = torch.where(running, reject, last_rej)
-            t1 = torch.where(landing, t_end, t + dh)
+            n_att += running
+            f_acc, f_rej, mem_acc = _factors(controller, ratio, memory, exponent,
+                                             forced_possible)
+            h_acc = torch.where(last_rej, f_acc.clamp(max=1.0), f_acc).mul_(h_step)
+            h = torch.where(accept, h_acc.clamp_(min_step, max_step),
+                            f_rej.mul_(h_step).clamp_(min=min_step))
+            if is_pi:
+                memory = torch.where(accept, mem_acc, memory)
+            last_rej = reject
             t_new = torch.where(accept, t1, t)
-            running_new = running & ~(accept & landing)
-            stuck = running_new & (n_acc + n_rej >= max_steps)
-            out_new = torch.where(accept, torch.searchsorted(key, d * t_new, right=True), out_i)
-            passing = accept & (out_new > out_i)
-            lo = torch.where(passing, out_i, big).min()
-            hi = torch.where(passing, out_new, 0).max()
-            flags = torch.stack([running_new.any(), stuck.any(), underflow.any(),
-                                 accept.any()]).to(torch.int64)
-            alive, stuck_any, under_any, any_acc, lo, hi = \
-                torch.cat([flags, lo.reshape(1), hi.reshape(1)]).tolist()  # the one host sync
+            running_new = running ^ (accept & landing)
+            out_new = torch.searchsorted(key, t_new if d > 0 else -t_new, right=True)
+            passed = out_new - out_i  # output times passed by each sample in this step
+            flags = torch.stack([running_new.sum(), n_att.max(), (t1 == t).sum(),
+                                 running.sum(), accept.any(), passed.sum()])
+            alive, most, n_same, n_running, any_acc, n_pass = flags.tolist()  # the one sync
+        under_any = n_same > running.shape[0] - n_running  # a running sample made no progress
         if under_any:
-            _raise_underflow(underflow, gidx, t, dh, ratio)
-        if stuck_any:
+            _raise_underflow(running & (t1 == t), gidx, t, dh, ratio)
+        stuck = running_new & (n_att >= max_steps) if most >= max_steps else None
+        if stuck is not None and bool(stuck.any()):
             raise MaxStepsExceededError(
                 f"max_num_steps={max_steps} (per sample) reached by samples "
                 f"{_indices(gidx[stuck])} at t={_first(t_new, stuck)} while integrating to "
                 f"t={t_end!r}; those samples may be stiff or the tolerances too tight: raise "
                 f"options['max_num_steps'], loosen rtol/atol or use a fixed-step method")
-        acc_col = accept.unsqueeze(1)
         if any_acc:
+            acc_col = accept.unsqueeze(1)
             y_new = torch.where(acc_col, y1, y)
             f1 = None
             if fsal:
                 f1 = ks[-1]
-            elif alive or (tableau.dense is None and hi > lo):
+            elif alive or (coef is None and n_pass):
                 f1 = f.on_rows(t_new, y_new)
-            for j in range(lo, hi):
+            if n_pass:
                 with torch.no_grad():
-                    mask = passing & (out_i <= j) & (j < out_new)
-                    theta = ((t_out[j] - t) / torch.where(dh != 0, dh, 1.0)).clamp(0.0, 1.0)
-                    at_end = (t1 == t_out[j]).unsqueeze(1)
-                value = torch.where(at_end, y1, _dense(tableau, f, t, y, y1, dh, dh_col, ks,
-                                                       f1, theta))
-                mask_col = mask.unsqueeze(1)
-                if full:
-                    outs[j] = torch.where(mask_col, value, outs[j])
-                else:
-                    outs[j] = outs[j].index_copy(0, gidx, torch.where(mask_col, value,
-                                                                      outs[j][gidx]))
+                    rows = torch.repeat_interleave(passed, output_size=n_pass)
+                    first = (passed.cumsum(0) - passed).index_select(0, rows)
+                    j = out_i.index_select(0, rows) + torch.arange(n_pass, device=device) - first
+                    t_j = t_out_v.index_select(0, j)
+                    theta = ((t_j - t.index_select(0, rows)) / dh.index_select(0, rows))
+                    at_end = (t_j == t1.index_select(0, rows)).unsqueeze(1)
+                value = _dense(tableau, coef, f, rows, theta.clamp_(0.0, 1.0), t, y, y1, dh,
+                               dh_col, ks, f1)
+                value = torch.where(at_end, y1.index_select(0, rows), value)
+                outs.index_put_((j, gidx.index_select(0, rows)), value)
             if f1 is not None:
                 k1 = torch.where(acc_col, f1, k1)
             y = y_new
@@ -539,25 +567,24 @@ def integrate_per_sample(
             break
         if compact:
             active = running.shape[0]
-            done = active - int(running.sum())
+            done = active - alive
             if done >= max(1, COMPACT_FRACTION * active):
                 acc_g[gidx.cpu()] = n_acc.cpu()
-                rej_g[gidx.cpu()] = n_rej.cpu()
+                rej_g[gidx.cpu()] = (n_att - n_acc).cpu()
                 keep = running.nonzero().squeeze(1)
-                y, k1, t, h, memory, last_rej, n_acc, n_rej, running, out_i, gidx, abs_y = (
+                y, k1, t, h, memory, last_rej, n_acc, n_att, running, out_i, gidx, abs_y = (
                     x.index_select(0, keep) for x in (y, k1, t, h, memory, last_rej, n_acc,
-                                                      n_rej, running, out_i, gidx, abs_y))
+                                                      n_att, running, out_i, gidx, abs_y))
                 if isinstance(rtol, Tensor):
                     rtol = rtol.index_select(0, keep)
                 if isinstance(atol, Tensor):
                     atol = atol.index_select(0, keep)
-                full = False
 
     acc_g[gidx.cpu()] = n_acc.cpu()
-    rej_g[gidx.cpu()] = n_rej.cpu()
+    rej_g[gidx.cpu()] = (n_att - n_acc).cpu()
     stats.accepted, stats.rejected = int(acc_g.sum()), int(rej_g.sum())
     stats.row_evaluations = f.row_evaluations
-    ys_flat.extend(rl.flat(o) for o in outs[1:])
+    ys_flat.extend(rl.flat(outs[j]) for j in range(1, n_out))
     return ys_flat
 
 
