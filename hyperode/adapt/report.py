@@ -225,18 +225,8 @@ def solver_independence_report(
     if not isinstance(train_solver, SolverConfig):
         raise ValueError(f"solver_independence_report: train_solver must be a SolverConfig, "
                          f"got {type(train_solver).__name__}")
-    if on not in ("test", "train"):
-        raise ValueError(f"solver_independence_report: on must be 'test' or 'train', got {on!r}")
-    x, y = (split.x_test, split.y_test) if on == "test" else (split.x_train, split.y_train)
-    if y is None:
-        raise ValueError("solver_independence_report: the split has no labels (accuracy needs "
-                         "a classification task)")
-    if not 0 <= threshold < 1:
-        raise ValueError(f"solver_independence_report: threshold must lie in [0, 1), got "
-                         f"{threshold!r}")
-    if reference is not None and not isinstance(reference, SolverConfig):
-        raise ValueError(f"solver_independence_report: reference must be a SolverConfig or "
-                         f"None, got {type(reference).__name__}")
+    x, y = _labelled(split, on)
+    _check_report_arguments(threshold, reference)
     nodes = neural_odes(model)
     if not nodes:
         raise ValueError("solver_independence_report: the model contains no NeuralODE")
@@ -245,13 +235,13 @@ def solver_independence_report(
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     train_solver = normalised(train_solver, span)
+    solvers = candidate_solvers(train_solver, span=span, step_factors=step_factors,
+                                tol_factors=tol_factors)
+    if reference is not None:
+        solvers.append(normalised(reference, span))
     was_training = model.training
     model.eval()
     try:
-        solvers = candidate_solvers(train_solver, span=span, step_factors=step_factors,
-                                    tol_factors=tol_factors)
-        if reference is not None:
-            solvers.append(normalised(reference, span))
         rows: list[dict[str, Any]] = []
         train_preds: Tensor | None = None
         for i, solver in enumerate(solvers):
@@ -259,24 +249,8 @@ def solver_independence_report(
             if train_preds is None:
                 train_preds = preds
             is_reference = reference is not None and i == len(solvers) - 1
-            fixed = solver.is_fixed
-            rows.append({
-                "solver": solver.describe(), "method": solver.method_name,
-                "step": step_of(solver, span) if fixed else None,
-                "tol": None if fixed else solver.rtol,
-                "steps": float(math.ceil(span / step_of(solver, span) - 1e-9)) if fixed
-                else float(steps),
-                "accuracy": float((preds == y).float().mean()),
-                "nfe": float(nfe),
-                "changed": float((preds != train_preds).float().mean()),
-                "nonfinite": float((preds < 0).float().mean()),
-                "error": error,
-                "same_method": solver.method_name == train_solver.method_name,
-                "is_train": i == 0,
-                "is_reference": is_reference,
-                "more_accurate": is_reference or (
-                    solver != train_solver and _more_accurate(solver, train_solver, span)),
-            })
+            rows.append(_row(solver, train_solver, span, preds, train_preds, y, nfe, steps,
+                             error, is_train=i == 0, is_reference=is_reference))
     finally:
         model.train(was_training)
     acc0 = rows[0]["accuracy"]
@@ -286,12 +260,61 @@ def solver_independence_report(
                            is_ode=max_gap <= threshold, threshold=threshold,
                            train_solver=train_solver.describe())
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        report.plot = plot_odeness(rows, out / "odeness.png", title=train_solver.describe())
-        (out / "odeness.json").write_text(json.dumps(report.to_dict(), indent=2))
-        (out / "odeness.md").write_text(report.table() + "\n")
+        _write_report(report, Path(out_dir))
     return report
+
+
+def _labelled(split: Split, on: str) -> tuple[Tensor, Tensor]:
+    """The inputs and labels the report evaluates (``on``: ``test`` or ``train``)."""
+    if on not in ("test", "train"):
+        raise ValueError(f"solver_independence_report: on must be 'test' or 'train', got {on!r}")
+    x, y = (split.x_test, split.y_test) if on == "test" else (split.x_train, split.y_train)
+    if y is None:
+        raise ValueError("solver_independence_report: the split has no labels (accuracy needs "
+                         "a classification task)")
+    return x, y
+
+
+def _check_report_arguments(threshold: Any, reference: Any) -> None:
+    if not 0 <= threshold < 1:
+        raise ValueError(f"solver_independence_report: threshold must lie in [0, 1), got "
+                         f"{threshold!r}")
+    if reference is not None and not isinstance(reference, SolverConfig):
+        raise ValueError(f"solver_independence_report: reference must be a SolverConfig or "
+                         f"None, got {type(reference).__name__}")
+
+
+def _row(solver: SolverConfig, train_solver: SolverConfig, span: float, preds: Tensor,
+         train_preds: Tensor, y: Tensor, nfe: float, steps: float, error: str | None, *,
+         is_train: bool, is_reference: bool) -> dict[str, Any]:
+    """One row of the report: ``solver``'s accuracy, cost and how it relates to the
+    training solver."""
+    fixed = solver.is_fixed
+    return {
+        "solver": solver.describe(), "method": solver.method_name,
+        "step": step_of(solver, span) if fixed else None,
+        "tol": None if fixed else solver.rtol,
+        "steps": float(math.ceil(span / step_of(solver, span) - 1e-9)) if fixed
+        else float(steps),
+        "accuracy": float((preds == y).float().mean()),
+        "nfe": float(nfe),
+        "changed": float((preds != train_preds).float().mean()),
+        "nonfinite": float((preds < 0).float().mean()),
+        "error": error,
+        "same_method": solver.method_name == train_solver.method_name,
+        "is_train": is_train,
+        "is_reference": is_reference,
+        "more_accurate": is_reference or (
+            solver != train_solver and _more_accurate(solver, train_solver, span)),
+    }
+
+
+def _write_report(report: OdenessReport, out: Path) -> None:
+    """``odeness.png``, ``odeness.json`` and ``odeness.md`` in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    report.plot = plot_odeness(report.rows, out / "odeness.png", title=report.train_solver)
+    (out / "odeness.json").write_text(json.dumps(report.to_dict(), indent=2))
+    (out / "odeness.md").write_text(report.table() + "\n")
 
 
 def plot_odeness(rows: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:

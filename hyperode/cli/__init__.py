@@ -26,7 +26,8 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_INTERRUPTED", "build_parser",
 
 def build_parser() -> Parser:
     """The ``hyperode`` parser with every command."""
-    parser = Parser(prog="hyperode", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="hyperode", description="The ``hyperode`` command (also ``python -m "
+                                                 "hyperode``).")
     sub = parser.add_subparsers(dest="command", required=True)
     demo.add_parsers(sub)
     hyper.add_parser(sub)

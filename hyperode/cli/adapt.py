@@ -9,7 +9,8 @@ import argparse
 from ..adapt.step_adaptation import StepAdaptation
 from ..adapt.tolerance_adaptation import ToleranceAdaptation
 from ..errors import ConfigError
-from ..experiments import build_solver, resolve_config, train
+from ..experiments import train
+from ..experiments.config import resolve_run
 from ..nn.callbacks import Callback
 from ..solvers.config import method_kind
 from ..solvers.methods import METHODS
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
             and method_kind(config.method) == "fixed"
             and config.step_size is None and config.num_steps is None):
         config = config.replace(num_steps=1)  # replaced by the starting step
-    solver = build_solver(resolve_config(config))
+    _, solver = resolve_run(config)
     callback: Callback
     if args.adapt == "step":
         if not solver.is_fixed:

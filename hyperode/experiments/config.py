@@ -166,6 +166,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         ConfigError: naming the first bad field, e.g. ``step_size: must be a finite
             number > 0, got -0.1``.
     """
+    return resolve_run(config)[0]
+
+
+def resolve_run(config: TrainConfig) -> tuple[TrainConfig, SolverConfig]:
+    """``resolve_config`` and the training solver it validated (``build_solver`` of the
+    resolved configuration), for callers that need both without building it again."""
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     task = get_task(config.task)
@@ -213,8 +219,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if cfg.seminorm and not cfg.adjoint:
         raise ConfigError("seminorm", "applies only to the adjoint's backward solve: set "
                                       "adjoint=True (--adjoint)")
-    build_solver(cfg)  # validates method / grid / tolerances
-    return cfg
+    return cfg, build_solver(cfg)  # the solver validates method / grid / tolerances
 
 
 def _resolve_device(device: str | None) -> str:

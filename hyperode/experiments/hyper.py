@@ -255,28 +255,16 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler",
 
     Returns the folder. Raises ``ConfigError`` naming the bad argument.
     """
-    steps = _check_fit_steps(steps)
-    base_name = _check_base(base)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ConfigError("iterations", f"must be an integer >= 1, got {iterations!r}")
-    if hidden is not None:
-        if isinstance(hidden, str) or not isinstance(hidden, Sequence) or not hidden:
-            raise ConfigError("hidden", f"must be a non-empty list of widths, got {hidden!r}")
-        for w in hidden:
-            _check_steps(w, "hidden")
-    kernel_size = _check_steps(kernel_size, "kernel_size")
-    if kernel_size % 2 == 0:
-        raise ConfigError("kernel_size", f"must be odd (same-size padding), got {kernel_size}")
+    steps, base_name, kernel_size = _check_fit_arguments(steps, base, iterations, hidden,
+                                                         kernel_size)
     start = time.perf_counter()
     loaded = load_trained_model(run_dir, device=device)
     label = _steps_label(steps)
     out = Path(out) if out is not None else loaded.run_dir / f"hyper-{base_name}-K{label}"
     _make_out(out, (runs.CONFIG_FILE, runs.RESULTS_FILE, HYPER_WEIGHTS))
     runs.seed_everything(seed)
-    z_all = loaded.initial_states(loaded.split.x_train.to(device))
-    n_val = min(validation_size, max(1, len(z_all) // 5))
-    perm = torch.randperm(len(z_all), generator=torch.Generator().manual_seed(seed))
-    z_val, z_fit = z_all[perm[:n_val]], z_all[perm[n_val:]]
+    z_all, z_val, z_fit = _initial_states(loaded, device, validation_size, seed)
+    n_val = len(z_val)
     batch_size = min(batch_size, len(z_fit))
     spec = hypernet_spec(z_all, hidden, kernel_size)
     hyper = HyperSolver(base_name, build_hypernet(spec)).to(device)
@@ -303,22 +291,64 @@ def fit_hypersolver(run_dir: str | Path, base: str = "euler",
                "num_parameters_g": sum(p.numel() for p in hyper.g.parameters()),
                "versions": _versions(), "files": {"weights": HYPER_WEIGHTS,
                                                   "plot": FIT_CURVE}}
-    try:
-        from .plots import plot_fitting_curve
-
-        plot_fitting_curve(history.loss, history.val_loss, out / FIT_CURVE,
-                           title=f"{hyper.name}, K={label}")
-    except Exception as e:  # a plot must not cost the fit its results
-        results["plot_error"] = f"{type(e).__name__}: {e}"
+    error = _plot_fit(history, out / FIT_CURVE, f"{hyper.name}, K={label}")
+    if error is not None:
+        results["plot_error"] = error
     runs.atomic_write_json(out / runs.RESULTS_FILE, results)
     if verbose:
-        print(f"  {history.seconds:.1f} s; validation terminal MAPE:")
-        for row in check["per_steps"]:
-            print(f"    K={row['steps']}: {base_name} {row['mape_base']:.3g}, {hyper.name} "
-                  f"{row['mape_hyper']:.3g} "
-                  f"({row['mape_base'] / max(row['mape_hyper'], 1e-300):.1f}x lower)")
-        print(f"  written to {out}")
+        _print_fit(history.seconds, check, base_name, hyper.name, out)
     return out
+
+
+def _check_fit_arguments(steps: Any, base: Any, iterations: Any, hidden: Any,
+                         kernel_size: Any) -> tuple[int | list[int], str, int]:
+    """``fit_hypersolver``'s own arguments, checked (``ConfigError`` naming each):
+    ``(steps, base method name, kernel_size)``."""
+    steps = _check_fit_steps(steps)
+    base_name = _check_base(base)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ConfigError("iterations", f"must be an integer >= 1, got {iterations!r}")
+    if hidden is not None:
+        if isinstance(hidden, str) or not isinstance(hidden, Sequence) or not hidden:
+            raise ConfigError("hidden", f"must be a non-empty list of widths, got {hidden!r}")
+        for w in hidden:
+            _check_steps(w, "hidden")
+    kernel_size = _check_steps(kernel_size, "kernel_size")
+    if kernel_size % 2 == 0:
+        raise ConfigError("kernel_size", f"must be odd (same-size padding), got {kernel_size}")
+    return steps, base_name, kernel_size
+
+
+def _initial_states(loaded: LoadedModel, device: str, validation_size: int, seed: int
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """``input_map(x)`` of the training split, and its seeded split into a validation
+    batch (``validation_size``, at most a fifth) and the states g is fitted on."""
+    z_all = loaded.initial_states(loaded.split.x_train.to(device))
+    n_val = min(validation_size, max(1, len(z_all) // 5))
+    perm = torch.randperm(len(z_all), generator=torch.Generator().manual_seed(seed))
+    return z_all, z_all[perm[:n_val]], z_all[perm[n_val:]]
+
+
+def _plot_fit(history: Any, path: Path, title: str) -> str | None:
+    """Draw the fitting curve; the error as text if it fails (a plot must not cost the
+    fit its results)."""
+    try:
+        from .plots import plot_fitting_curve  # matplotlib: loaded only to draw
+
+        plot_fitting_curve(history.loss, history.val_loss, path, title=title)
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _print_fit(seconds: float, check: dict[str, Any], base_name: str, hyper_name: str,
+               out: Path) -> None:
+    print(f"  {seconds:.1f} s; validation terminal MAPE:")
+    for row in check["per_steps"]:
+        print(f"    K={row['steps']}: {base_name} {row['mape_base']:.3g}, {hyper_name} "
+              f"{row['mape_hyper']:.3g} "
+              f"({row['mape_base'] / max(row['mape_hyper'], 1e-300):.1f}x lower)")
+    print(f"  written to {out}")
 
 
 @torch.no_grad()
@@ -433,6 +463,30 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
     if verbose:
         print(f"hyperode: evaluating {hyper.name} (fitted at K={_steps_label(fitted)}) and "
               f"{', '.join(methods)} on {len(z0)} test samples of {loaded.cfg.task}")
+    hyper_name = f"hyper{hyper.base.name}"
+    rows, reference, tight = _evaluation_rows(ev, hyper, hyper_name, methods, step_list,
+                                              hyper_list, tol, tight_tol)
+    best = best_under_loss(rows, reference)
+    results = _evaluation_record(loaded, hyper_dir, hyper_name, hyper, hyper_cfg, ev, rows,
+                                 reference, tight, best, tol, tight_tol)
+    results["plots"], errors = write_pareto_plots(results, out)
+    if errors:
+        results["plot_errors"] = errors
+    results["wall_time_s"] = time.perf_counter() - start
+    runs.atomic_write_json(out / runs.RESULTS_FILE, results)
+    if verbose:
+        print(format_results(results))
+        print(f"  results and plots in {out}")
+    return results
+
+
+def _evaluation_rows(ev: _Evaluator, hyper: HyperSolver, hyper_name: str,
+                     methods: Sequence[str], step_list: list[int], hyper_list: list[int],
+                     tol: float, tight_tol: float
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Solve with every method: the references first (dopri5 at ``tight_tol``: the error
+    reference; at ``tol``: the accuracy reference), then each fixed-step method at every
+    step count and the hypersolver at its counts. ``(rows, reference, tight)``."""
     tight = ev.run("dopri5", "dopri5", tol=tight_tol)
     ev.reference_z = tight["z_end"]
     reference = ev.run("dopri5", "dopri5", tol=tol)
@@ -441,16 +495,24 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
     for m in methods:
         for k in step_list:
             rows.append(ev.score(ev.run(m, m, steps=k)))
-    hyper_name = f"hyper{hyper.base.name}"
     for k in hyper_list:
         rows.append(ev.score(ev.run(hyper_name, hyper, steps=k)))
-    best = best_under_loss(rows, reference)
-    results = {
+    return rows, reference, tight
+
+
+def _evaluation_record(loaded: LoadedModel, hyper_dir: str | Path, hyper_name: str,
+                       hyper: HyperSolver, hyper_cfg: dict[str, Any], ev: _Evaluator,
+                       rows: list[dict[str, Any]], reference: dict[str, Any],
+                       tight: dict[str, Any], best: Any, tol: float, tight_tol: float
+                       ) -> dict[str, Any]:
+    """The evaluation's ``results.json`` (without plots and wall time)."""
+    fitted = hyper_cfg["steps"]
+    return {
         "model": str(loaded.run_dir), "hyper": str(hyper_dir), "task": loaded.cfg.task,
         "hypersolver": {"name": hyper_name, "base": hyper.base.name,
                         "fitted_steps": fitted, "summary_steps": summary_steps(fitted),
                         "net": hyper_cfg["net"]},
-        "test_samples": len(z0), "timing_batch": len(ev.z_time),
+        "test_samples": len(ev.z0), "timing_batch": len(ev.z_time),
         "reference": {"method": "dopri5", "tol": tol, "accuracy": ev.reference_acc,
                       "nfe": reference["nfe"], "time_s": reference["time_s"]},
         "error_reference": {"method": "dopri5", "tol": tight_tol, "nfe": tight["nfe"]},
@@ -470,15 +532,6 @@ def evaluate_hypersolver(run_dir: str | Path, hyper_dir: str | Path, *,
         "summary": summarise(rows, hyper_name, summary_steps(fitted), best),
         "wall_time_s": None, "versions": _versions(), "threads": torch.get_num_threads(),
     }
-    results["plots"], errors = write_pareto_plots(results, out)
-    if errors:
-        results["plot_errors"] = errors
-    results["wall_time_s"] = time.perf_counter() - start
-    runs.atomic_write_json(out / runs.RESULTS_FILE, results)
-    if verbose:
-        print(format_results(results))
-        print(f"  results and plots in {out}")
-    return results
 
 
 def _make_out(out: Path, names: tuple[str, ...]) -> None:

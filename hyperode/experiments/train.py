@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import platform
 import signal
 import sys
 import threading
@@ -52,7 +51,7 @@ from .. import __version__
 from ..data import Split
 from ..errors import MaxStepsExceededError, SolverError
 from ..nn import SolverConfig
-from ..nn.callbacks import Batch, Callback, TrainState, as_callback_list
+from ..nn.callbacks import Callback, TrainState, as_callback_list
 from ..nn.odes import (
     current_solver,
     neural_odes,
@@ -60,32 +59,31 @@ from ..nn.odes import (
     set_solver,
     solver_from_dict,
     solver_to_dict,
-    using_solver,
 )
 from . import runs
 from .config import (
-    MAX_STEPS_PER_SOLVE,
     NFE_EXPLOSION_FACTOR,
-    NFE_EXPLOSION_FLOOR,
     RESUME_OVERRIDABLE,
     ConfigError,
     TrainConfig,
-    build_solver,
     check_resume_compatible,
     resolve_config,
+    resolve_run,
 )
 from .distributed import (
     BatchPlan,
     DistContext,
     setup_distributed,
-    shard_range,
     teardown_distributed,
 )
+from .evaluation import Evaluator, reduce_sum
+from .guards import SolveGuard
 from .objective import Objective, summarise
+from .results import draw_plots, print_summary, run_results
+from .results import versions as versions
 from .tasks import CLASSIFICATION, DENSITY, TASKS, build_model, load_split_checked
 
 CHECKPOINT_FORMAT = runs.TRAIN_CHECKPOINT_FORMAT
-_EVAL_SEED_OFFSET = 1_000_003  # evaluation draws (e.g. Hutchinson probes) from its own stream
 _TIMING_KEYS = ("iter_time", "wall_time", "eval_time")
 
 
@@ -144,14 +142,14 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] | Callback | None =
             has been written.
     """
     requested = config
-    cfg = resolve_config(requested)
+    cfg, solver = resolve_run(requested)
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     ctx, device = setup_distributed(cfg.device)
     try:
-        trainer = _Trainer(cfg, requested, ctx, device, as_callback_list(callbacks), model,
-                           split)
+        trainer = _Trainer(cfg, solver, requested, ctx, device, as_callback_list(callbacks),
+                           model, split)
         with _signal_flag(handle_signals and not ctx.enabled) as stop_flag:
             trainer.stop_flag = stop_flag
             return trainer.run()
@@ -197,45 +195,51 @@ def _signal_flag(enabled: bool) -> Iterator[_StopFlag]:
 # --------------------------------------------------------------------------- the trainer
 
 
-def versions() -> dict[str, str]:
-    """Versions of hyperode and the libraries a result depends on."""
-    return {"hyperode": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
 class _Trainer:
-    """State and steps of one ``train`` call (one session of a possibly resumed run)."""
+    """One session of a (possibly resumed) run: set-up, the loop, checkpoints, results.
+
+    Its parts with one job each: the run folder (``_choose_run_dir``), the solve caps
+    (``guards.SolveGuard``), evaluation (``evaluation.Evaluator``), the checkpoint
+    (``_checkpoint_payload`` / ``_restore``), one iteration (``_step``) and what is
+    written at the end (``results``)."""
 
     stop_flag: _StopFlag
 
-    def __init__(self, cfg: TrainConfig, requested: TrainConfig, ctx: DistContext,
-                 device: torch.device, callbacks: Any, model: nn.Module | None,
-                 split: Split | None) -> None:
+    def __init__(self, cfg: TrainConfig, solver: SolverConfig, requested: TrainConfig,
+                 ctx: DistContext, device: torch.device, callbacks: Any,
+                 model: nn.Module | None, split: Split | None) -> None:
         self.ctx, self.device, self.callbacks = ctx, device, callbacks
         self.stop_flag = _StopFlag()
-        self.created_dirs: list[Path] = []
-        self.run_dir, checkpoint_path = self._choose_run_dir(cfg)
+        self.run_dir, checkpoint_path, created = _choose_run_dir(cfg, ctx)
         try:
-            self._set_up(cfg, requested, ctx, device, model, split, checkpoint_path)
+            payload, self.parsed = None, {}
+            if checkpoint_path is not None:
+                payload, self.parsed, cfg, solver = self._read_checkpoint(
+                    checkpoint_path, cfg, requested)
+            self._set_up(cfg, solver, model, split)
+            self._start_state(payload, checkpoint_path)
         except BaseException:
-            self._remove_created_dirs()
+            _remove_dirs(created)
             raise
 
-    def _set_up(self, cfg: TrainConfig, requested: TrainConfig, ctx: DistContext,
-                device: torch.device, model: nn.Module | None, split: Split | None,
-                checkpoint_path: Path | None) -> None:
-        payload = None
-        self.parsed: dict[str, Any] = {}
-        if checkpoint_path is not None:
-            payload = runs.load_checkpoint(checkpoint_path, map_location="cpu")
-            self.parsed = runs.check_train_checkpoint(payload, checkpoint_path)
-            saved = _saved_config(self.parsed["config"], checkpoint_path)
-            if ctx.is_main:
-                _check_config_file(self.run_dir / runs.CONFIG_FILE, saved)
-                runs.check_metrics_log(self.run_dir / runs.METRICS_FILE,
-                                       int(payload["iteration"]))
-            cfg = resolve_config(check_resume_compatible(saved, requested)
-                                 .replace(device=cfg.device, out=str(self.run_dir)))
+    def _read_checkpoint(self, path: Path, cfg: TrainConfig, requested: TrainConfig
+                         ) -> tuple[dict[str, Any], dict[str, Any], TrainConfig, SolverConfig]:
+        """The checkpoint of the run being resumed, vetted with its folder, and the
+        configuration (and solver) the session continues with."""
+        payload = runs.load_checkpoint(path, map_location="cpu")
+        parsed = runs.check_train_checkpoint(payload, path)
+        saved = _saved_config(parsed["config"], path)
+        if self.ctx.is_main:
+            _check_config_file(self.run_dir / runs.CONFIG_FILE, saved)
+            runs.check_metrics_log(self.run_dir / runs.METRICS_FILE, int(payload["iteration"]))
+        cfg, solver = resolve_run(check_resume_compatible(saved, requested)
+                                  .replace(device=cfg.device, out=str(self.run_dir)))
+        return payload, parsed, cfg, solver
+
+    def _set_up(self, cfg: TrainConfig, solver: SolverConfig, model: nn.Module | None,
+                split: Split | None) -> None:
+        """Data, model, objective, optimiser, schedule and the callbacks' state."""
+        ctx, device = self.ctx, self.device
         self.checkpoint_path = self.run_dir / runs.CHECKPOINT_FILE
         self.cfg = cfg.replace(out=str(self.run_dir))
         self.show = ctx.is_main and not cfg.quiet
@@ -246,7 +250,6 @@ class _Trainer:
         runs.seed_everything(cfg.seed)
         self.split = load_split_checked(cfg) if split is None else split
         self.features = int(np.prod(self.split.input_shape))
-        solver = build_solver(cfg)
         self.model = build_model(cfg, self.split, solver) if model is None else model
         if not neural_odes(self.model):
             raise ValueError(f"the model ({type(self.model).__name__}) contains no "
@@ -257,29 +260,35 @@ class _Trainer:
                 node.sensitivity = "adjoint" if cfg.adjoint else "autograd"
         self.model.to(device)
         self.nodes = neural_odes(self.model)
-        self.guard_steps: int | None = None  # longest adaptive training solve so far
-        self._capped: dict[tuple[SolverConfig, int, bool], SolverConfig] = {}
-        self._fixed: dict[SolverConfig, bool] = {}
+        self.guard = SolveGuard(self.nodes, cfg.max_steps_per_solve)
         self.objective = Objective(self.model, self.kind)
         self.train_objective: nn.Module = self.objective
         if ctx.enabled:
             self.train_objective = DistributedDataParallel(
                 self.objective, device_ids=[device] if device.type == "cuda" else None)
+        self.evaluator = Evaluator(self.model, self.objective, self.kind, self.features,
+                                   batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                                   device=device, ctx=ctx, guard=self.guard, show=self.show)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(cfg, self.params)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=cfg.iterations, eta_min=cfg.lr_min)
         self.plan = BatchPlan(self.split.n_train, cfg.batch_size, cfg.seed, ctx)
         self.data = _to_device(self.split, device)
-
         self.state = TrainState(
             config=self.cfg, model=self.model, optimizer=self.optimizer,
             scheduler=self.scheduler, device=device, dist=ctx, run_dir=self.run_dir,
-            evaluate_fn=self._evaluate_batch, evaluate_test_fn=self._evaluate_test,
+            evaluate_fn=self.evaluator.batch, evaluate_test_fn=self._evaluate_test,
         )
         self.initial_solver = solver
         self.elapsed_before = 0.0
         self.train_time_before = 0.0
+
+    def _start_state(self, payload: dict[str, Any] | None, checkpoint_path: Path | None
+                     ) -> None:
+        """Restore the checkpoint (or seed the training streams of a new run) and clean
+        the vetted folder of interrupted writes."""
+        ctx, cfg = self.ctx, self.cfg
         if payload is not None:
             try:
                 self._restore(payload)
@@ -302,63 +311,6 @@ class _Trainer:
                       f"left in {self.run_dir} by an interrupted write: "
                       f"{', '.join(self.removed_tmp)}", file=sys.stderr)
 
-    # ------------------------------------------------------------------ run folder
-
-    def _choose_run_dir(self, cfg: TrainConfig) -> tuple[Path, Path | None]:
-        """Rank 0 picks the folder (and whether to resume); the others follow."""
-        decision: tuple[str, str | None, str | None] | None = None
-        if self.ctx.is_main:
-            try:
-                if cfg.out is not None:
-                    path = Path(cfg.out)
-                elif cfg.resume:
-                    found = runs.latest_run_dir(cfg.task)
-                    if found is None:
-                        raise ConfigError("resume", f"there is no run to resume: no folder "
-                                                    f"runs/{cfg.task}-* holds a "
-                                                    f"{runs.CHECKPOINT_FILE}; give the run "
-                                                    f"folder with --out, or drop --resume")
-                    path = found
-                else:
-                    path = runs.default_run_dir(cfg.task)
-                ckpt = path / runs.CHECKPOINT_FILE
-                if path.exists() and not path.is_dir():
-                    raise ConfigError("out", f"{str(path)!r} exists and is not a folder")
-                if ckpt.exists() and not cfg.resume:
-                    raise ConfigError("out", f"{str(path)!r} already holds a run "
-                                             f"({runs.CHECKPOINT_FILE}); resume it with "
-                                             f"resume=True (--resume) or choose another folder")
-                if cfg.resume and not ckpt.is_file():
-                    what = "does not exist" if not path.exists() else \
-                        f"holds no {runs.CHECKPOINT_FILE}"
-                    raise ConfigError("resume", f"there is nothing to resume: {str(path)!r} "
-                                                f"{what}; start the run without --resume")
-                missing = [p for p in (path, *path.parents) if not p.exists()]
-                try:
-                    path.mkdir(parents=True, exist_ok=True)
-                    self.created_dirs = missing
-                except OSError as e:
-                    raise ConfigError("out", f"cannot create the run folder {str(path)!r} "
-                                             f"({e.strerror or e})") from None
-                decision = (str(path), str(ckpt) if cfg.resume else None, None)
-            except (ConfigError, OSError) as e:
-                decision = ("", None, f"{type(e).__name__}|{getattr(e, 'field', '')}|{e}")
-        decision = self.ctx.broadcast_object(decision)
-        assert decision is not None
-        path, ckpt, error = decision
-        if error is not None:
-            kind, field, message = error.split("|", 2)
-            if kind == "ConfigError":
-                raise ConfigError(field, message.split(": ", 1)[-1])
-            raise OSError(message)
-        return Path(path), None if ckpt is None else Path(ckpt)
-
-    def _remove_created_dirs(self) -> None:
-        """Set-up failed: remove the (still empty) folders this run created."""
-        for folder in self.created_dirs:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only succeeds while empty
-
     # ------------------------------------------------------------------ checkpoints
 
     def _checkpoint_payload(self, rng_states: list[dict[str, Any]],
@@ -379,7 +331,7 @@ class _Trainer:
             "elapsed": self._elapsed(),
             "train_time": self.train_time,
             "versions": json.dumps(versions()),
-            "guard": json.dumps({"max_adaptive_steps": self.guard_steps}),
+            "guard": json.dumps({"max_adaptive_steps": self.guard.longest}),
         }
 
     def _save_checkpoint(self, callbacks_json: str | None = None) -> None:
@@ -409,7 +361,7 @@ class _Trainer:
         self.elapsed_before = float(payload["elapsed"])
         self.train_time_before = float(payload["train_time"])
         steps = self.parsed.get("guard", {}).get("max_adaptive_steps")
-        self.guard_steps = int(steps) if isinstance(steps, int) and steps > 0 else None
+        self.guard.longest = int(steps) if isinstance(steps, int) and steps > 0 else None
         rng = payload["rng"]
         if len(rng) != self.ctx.world_size:
             warnings.warn(f"the checkpoint was written by {len(rng)} process(es), this run has "
@@ -419,113 +371,10 @@ class _Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate_tensors(self, x: Tensor, y: Tensor | None, solver: SolverConfig | None,
-                          desc: str | None = None) -> dict[str, float]:
-        """Metrics on ``x``/``y`` (this rank's share), summed over ranks; no gradients,
-        eval mode, the model's solver and the training RNG untouched afterwards."""
-        model = self.model
-        was_training = model.training
-        batch_size = self.cfg.eval_batch_size
-        totals = torch.zeros(5, dtype=torch.float64)
-        cuda = [self.device] if self.device.type == "cuda" else []
-        starts = range(0, len(x), batch_size)
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=cuda), torch.no_grad(), \
-                    using_solver(model, solver), self._solve_caps(self._hard_cap()):
-                torch.manual_seed(self.cfg.seed + _EVAL_SEED_OFFSET)
-                bar = tqdm(starts, desc=desc, leave=False, dynamic_ncols=True,
-                           disable=not self.show or desc is None or len(starts) < 2)
-                for start in bar:
-                    xb = x[start:start + batch_size]
-                    yb = None if y is None else y[start:start + batch_size]
-                    _, counts = self.objective(xb, yb)
-                    totals[:3] += counts.cpu()
-                    totals[3] += nfe_counts(model)[0]
-                    totals[4] += 1
-        finally:
-            model.train(was_training)
-        totals = self._reduce(totals)
-        metrics = summarise(self.kind, totals, self.features)
-        metrics["nfe"] = float(totals[3] / max(float(totals[4]), 1.0))
-        return metrics
-
-    def _evaluate_batch(self, batch: Batch, solver: SolverConfig | None) -> dict[str, float]:
-        x, y = batch
-        return self._evaluate_tensors(x, y, solver)
-
     def _evaluate_test(self, solver: SolverConfig | None = None) -> dict[str, float]:
-        x, y = self.data.x_test, self.data.y_test
-        if self.ctx.enabled:
-            idx = shard_range(len(x), self.ctx).to(x.device)
-            x, y = x[idx], None if y is None else y[idx]
-        return self._evaluate_tensors(x, y, solver, desc="evaluate")
+        return self.evaluator.split(self.data.x_test, self.data.y_test, solver)
 
-    def _reduce(self, values: Tensor) -> Tensor:
-        if not self.ctx.enabled:
-            return values
-        on = self.device if self.ctx.backend == "nccl" else torch.device("cpu")
-        return self.ctx.all_reduce_sum(values.to(on)).cpu()
-
-    # ------------------------------------------------------------------ guards
-
-    def _hard_cap(self) -> int:
-        """The most steps any solve of this run may take."""
-        return self.cfg.max_steps_per_solve or MAX_STEPS_PER_SOLVE
-
-    def _training_cap(self) -> tuple[int, str]:
-        """The step cap of this iteration's training solves and which cap it is
-        (``"explicit"``, ``"default"`` or ``"explosion"``)."""
-        hard = self._hard_cap()
-        if self.cfg.max_steps_per_solve is not None:
-            return hard, "explicit"
-        if self.guard_steps is None:
-            return hard, "default"
-        relative = max(NFE_EXPLOSION_FLOOR, NFE_EXPLOSION_FACTOR * self.guard_steps)
-        return (hard, "default") if relative >= hard else (relative, "explosion")
-
-    def _capped_solver(self, solver: SolverConfig, cap: int, relative: bool) -> SolverConfig:
-        """``solver`` with ``max_num_steps`` at most ``cap`` (the relative cap only for
-        adaptive solves; fixed grids take a known number of steps)."""
-        key = (solver, cap, relative)
-        capped = self._capped.get(key)
-        if capped is None:
-            if relative and self._is_fixed(solver):
-                cap = self._hard_cap()
-            options = dict(solver.options)
-            options["max_num_steps"] = min(cap, int(options.get("max_num_steps", cap)))
-            capped = solver.replace(options=options)
-            if len(self._capped) > 64:
-                self._capped.clear()
-            self._capped[key] = capped
-        return capped
-
-    @contextlib.contextmanager
-    def _solve_caps(self, cap: int, relative: bool = False) -> Iterator[None]:
-        """Every Neural ODE of the model solves with at most ``cap`` steps inside."""
-        with contextlib.ExitStack() as stack:
-            for node in self.nodes:
-                stack.enter_context(node.using(self._capped_solver(node.solver, cap,
-                                                                   relative)))
-            yield
-
-    def _is_fixed(self, solver: SolverConfig) -> bool:
-        fixed = self._fixed.get(solver)
-        if fixed is None:
-            fixed = self._fixed[solver] = solver.is_fixed
-        return fixed
-
-    def _longest_adaptive_solve(self) -> int:
-        """Steps of the longest adaptive solve of this iteration's forward and backward
-        pass (0 if none): the reference of the NFE explosion guard."""
-        longest = 0
-        for node in self.nodes:
-            if self._is_fixed(node.solver):
-                continue
-            for stats in (node.last_stats, node.last_backward_stats):
-                if stats is not None:
-                    longest = max(longest, int(stats.steps))
-        return longest
+    # ------------------------------------------------------------------ failures
 
     def _fail(self, i: int, what: str, start: dict[str, Any], *, checkpoint: bool = True,
               advice: str | None = None) -> TrainingDivergedError:
@@ -566,7 +415,7 @@ class _Trainer:
         if isinstance(e, MaxStepsExceededError):
             if why == "explosion":
                 what = (f"the NFE exploded: {phase} needed more than {cap} steps, "
-                        f"{NFE_EXPLOSION_FACTOR}x the {self.guard_steps} of the longest solve "
+                        f"{NFE_EXPLOSION_FACTOR}x the {self.guard.longest} of the longest solve "
                         f"of the earlier iterations (the NFE explosion guard); the model is "
                         f"diverging")
             elif why == "explicit":
@@ -582,52 +431,26 @@ class _Trainer:
     # ------------------------------------------------------------------ one iteration
 
     def _step(self, i: int) -> dict[str, Any]:
-        """Iteration ``i`` (0-based): forward, backward, clip, step; returns the record.
+        """Iteration ``i`` (0-based): forward, backward, callbacks, clip, step; returns
+        the record.
 
         Before the optimiser steps, a failed or capped solve and a non-finite loss or
         gradient norm end training (``_fail``)."""
-        cfg, model = self.cfg, self.model
-        idx = self.plan.indices(i).to(self.data.x_train.device)
-        x = self.data.x_train[idx]
-        y = None if self.data.y_train is None else self.data.y_train[idx]
-        self.state.batch, self.state.epoch = (x, y), self.plan.epoch_of(i)
-        solver = current_solver(model)
-        start_state = {"rng": runs.capture_rng_state(),
-                       "solvers": [node.solver for node in self.nodes],
-                       "callbacks": json.dumps(self.callbacks.state_dict())
-                       if len(self.callbacks) else json.dumps({})}
+        x, y = self._batch(i)
+        solver = current_solver(self.model)
+        start_state = self._snapshot()
         lr = float(self.optimizer.param_groups[0]["lr"])
-        cap, why = self._training_cap()
         start = time.perf_counter()
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        try:
-            with self._solve_caps(cap, relative=True):
-                start_state["phase"] = "forward"
-                loss, counts = self.train_objective(x, y)
-                nfe_forward = nfe_counts(model)[0]
-                if not self.ctx.enabled and not bool(torch.isfinite(loss.detach())):
-                    raise self._fail(i, f"the training loss became {float(loss.detach())} (solver "
-                                        f"{solver.describe() if solver else None}, lr {lr:g})",
-                                     start_state)
-                start_state["phase"] = "backward"
-                loss.backward()
-        except SolverError as e:
-            raise self._solver_failure(i, e, cap, why, start_state) from e
-        nfe_backward = nfe_counts(model)[1]
-        longest = self._longest_adaptive_solve()  # before callbacks solve anything
-        try:  # outside the caps: callbacks see (and derive solvers from) the plain solver
-            start_state["phase"] = "callback"
-            self.callbacks.on_after_backward(self.state)
-        except SolverError as e:
-            which = "default" if cfg.max_steps_per_solve is None else "explicit"
-            raise self._solver_failure(i, e, self._hard_cap(), which, start_state) from e
-        max_norm = cfg.clip if cfg.clip > 0 else math.inf
+        counts, nfe_forward, nfe_backward = self._forward_backward(i, x, y, solver, lr,
+                                                                   start_state)
+        longest = self.guard.longest_adaptive_solve()  # before callbacks solve anything
+        self._after_backward(i, start_state)
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         stats = torch.cat([counts.detach().cpu(), torch.tensor(
             [nfe_forward, nfe_backward, float(grad_norm), float(self.stop_flag.requested)],
             dtype=torch.float64)])
-        stats = self._reduce(stats)
+        stats = reduce_sum(stats, self.ctx, self.device)
         world = self.ctx.world_size
         record: dict[str, Any] = {"iteration": i + 1, "epoch": self.state.epoch}
         record.update(summarise(self.kind, stats[:3], self.features))
@@ -640,8 +463,7 @@ class _Trainer:
                                 f"{record['loss']:.4g}, lr {lr:g})", start_state)
         self.optimizer.step()
         self.scheduler.step()
-        if longest:
-            self.guard_steps = max(self.guard_steps or 0, longest)
+        self.guard.record(longest)
         iter_time = time.perf_counter() - start
         self.train_time += iter_time
         self.state.iteration = i + 1
@@ -654,6 +476,56 @@ class _Trainer:
         if float(stats[6]) > 0:
             self.stop_flag.requested = True
         return record
+
+    def _batch(self, i: int) -> tuple[Tensor, Tensor | None]:
+        """Iteration ``i``'s batch on this rank (it also becomes ``state.batch``)."""
+        idx = self.plan.indices(i).to(self.data.x_train.device)
+        x = self.data.x_train[idx]
+        y = None if self.data.y_train is None else self.data.y_train[idx]
+        self.state.batch, self.state.epoch = (x, y), self.plan.epoch_of(i)
+        return x, y
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What a checkpoint of the state before this iteration needs beyond the weights,
+        optimiser and schedule (which only change when the optimiser steps)."""
+        return {"rng": runs.capture_rng_state(),
+                "solvers": [node.solver for node in self.nodes],
+                "callbacks": json.dumps(self.callbacks.state_dict())
+                if len(self.callbacks) else json.dumps({})}
+
+    def _forward_backward(self, i: int, x: Tensor, y: Tensor | None,
+                          solver: SolverConfig | None, lr: float, start_state: dict[str, Any]
+                          ) -> tuple[Tensor, int, int]:
+        """Loss and gradients of the batch under this iteration's step cap:
+        ``(counts, forward NFE, backward NFE)``."""
+        model = self.model
+        cap, why = self.guard.training_cap()
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            with self.guard.caps(cap, relative=True):
+                start_state["phase"] = "forward"
+                loss, counts = self.train_objective(x, y)
+                nfe_forward = nfe_counts(model)[0]
+                if not self.ctx.enabled and not bool(torch.isfinite(loss.detach())):
+                    raise self._fail(i, f"the training loss became {float(loss.detach())} (solver "
+                                        f"{solver.describe() if solver else None}, lr {lr:g})",
+                                     start_state)
+                start_state["phase"] = "backward"
+                loss.backward()
+        except SolverError as e:
+            raise self._solver_failure(i, e, cap, why, start_state) from e
+        return counts, nfe_forward, nfe_counts(model)[1]
+
+    def _after_backward(self, i: int, start_state: dict[str, Any]) -> None:
+        """The callbacks' ``on_after_backward``, outside the caps: callbacks see (and
+        derive solvers from) the plain solver."""
+        try:
+            start_state["phase"] = "callback"
+            self.callbacks.on_after_backward(self.state)
+        except SolverError as e:
+            which = "default" if self.cfg.max_steps_per_solve is None else "explicit"
+            raise self._solver_failure(i, e, self.guard.hard_cap(), which, start_state) from e
 
     # ------------------------------------------------------------------ the loop
 
@@ -760,95 +632,96 @@ class _Trainer:
     # ------------------------------------------------------------------ results
 
     def _finish(self, status: str) -> dict[str, Any]:
+        """Rank 0 writes the weights, the plots and ``results.json`` (once, last); every
+        rank returns the results."""
         results: dict[str, Any] = {}
         if self.ctx.is_main:
-            results = self._results(status)
-            runs.atomic_write_json(self.run_dir / runs.RESULTS_FILE, results)
+            records = runs.read_metrics(self.run_dir / runs.METRICS_FILE)
+            results = run_results(
+                cfg=self.cfg, kind=self.kind, model=self.model,
+                custom_model=self.custom_model, status=status,
+                iteration=self.state.iteration, batches_per_epoch=self.plan.batches_per_epoch,
+                eval_metrics=self.state.eval_metrics, records=records,
+                initial_solver=self.initial_solver, final_solver=current_solver(self.model),
+                wall_time=self._elapsed(), train_time=self.train_time, device=self.device,
+                world_size=self.ctx.world_size, split=self.split,
+                resumed_from=self.resumed_from)
             meta = {"config": self.cfg.to_json(), "hyperode": __version__,
                     "iteration": str(self.state.iteration)}
             runs.save_weights(self.run_dir / runs.WEIGHTS_FILE, self.model, metadata=meta)
             if self.cfg.plots:
-                results["plots"], errors = self._plots()
+                results["plots"], errors = draw_plots(self.run_dir, records, self.kind,
+                                                      self.model, self.split, self.cfg.seed)
                 if errors:
                     results["plot_errors"] = errors
-                runs.atomic_write_json(self.run_dir / runs.RESULTS_FILE, results)
+            runs.atomic_write_json(self.run_dir / runs.RESULTS_FILE, results)
             if self.show:
-                _print_summary(results, self.run_dir)
-        results = self.ctx.broadcast_object(results)
-        return results
-
-    def _results(self, status: str) -> dict[str, Any]:
-        records = runs.read_metrics(self.run_dir / runs.METRICS_FILE)
-        solver = current_solver(self.model)
-        tail = records[-min(len(records), 50):]
-        train_keys = ("loss", "accuracy") if self.kind == CLASSIFICATION else \
-            ("loss", "nll", "bits_per_dim")
-        final = {k: v for k, v in self.state.eval_metrics.items()}
-        final = {("iteration" if k == "iteration" else f"test_{k}"): v for k, v in final.items()}
-        evals = [r for r in records if "test_loss" in r]
-        best: dict[str, Any] = {}
-        if evals:
-            key, pick = (("test_accuracy", max) if self.kind == CLASSIFICATION
-                         else ("test_nll", min))
-            top = pick(evals, key=lambda r: r[key])
-            best = {key: top[key], "iteration": top["iteration"]}
-        return {
-            "task": self.cfg.task, "kind": self.kind,
-            "model": "custom" if self.custom_model else self.cfg.model,
-            "status": status, "iterations": self.state.iteration,
-            "epochs": self.state.iteration / self.plan.batches_per_epoch,
-            "final": final, "best": best,
-            "train_last_50": {k: float(np.mean([r[k] for r in tail])) for k in train_keys}
-            if tail else {},
-            "nfe": {
-                "forward_mean": float(np.mean([r["nfe_forward"] for r in records]))
-                if records else 0.0,
-                "backward_mean": float(np.mean([r["nfe_backward"] for r in records]))
-                if records else 0.0,
-                "eval_forward_per_batch": final.get("test_nfe"),
-            },
-            "solver": {"initial": solver_to_dict(self.initial_solver),
-                       "final": solver_to_dict(solver) if solver else None},
-            "wall_time_s": self._elapsed(), "train_time_s": self.train_time,
-            "seed": self.cfg.seed, "data_seed": self.cfg.data_seed,
-            "device": str(self.device), "world_size": self.ctx.world_size,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "data": {"n_train": self.split.n_train, "n_test": self.split.n_test,
-                     "input_shape": list(self.split.input_shape),
-                     "num_classes": self.split.num_classes},
-            "resumed_from": self.resumed_from,
-            "versions": versions(), "config": self.cfg.to_dict(),
-            "files": {"config": runs.CONFIG_FILE, "metrics": runs.METRICS_FILE,
-                      "checkpoint": runs.CHECKPOINT_FILE, "weights": runs.WEIGHTS_FILE},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-
-    def _plots(self) -> tuple[list[str], list[str]]:
-        from . import plots
-
-        made, errors = [], []
-        records = runs.read_metrics(self.run_dir / runs.METRICS_FILE)
-        jobs = [("training_curves.png", lambda p: plots.plot_training_curves(records, p,
-                                                                              self.kind))]
-        if self.kind == CLASSIFICATION and self.split.input_shape[-1] == 2 \
-                and self.features == 2:
-            jobs.append(("decision_regions.png",
-                         lambda p: plots.plot_decision_regions(self.model, self.split, p)))
-        if self.kind == DENSITY and self.features == 2:
-            jobs.append(("density.png", lambda p: plots.plot_density(self.model, self.split, p,
-                                                                     seed=self.cfg.seed)))
-        for name, job in jobs:
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    job(self.run_dir / name)
-                made.append(name)
-            except Exception as e:  # a plot must not cost the run its results
-                warnings.warn(f"could not draw {name}: {type(e).__name__}: {e}", stacklevel=2)
-                errors.append(f"{name}: {type(e).__name__}: {e}")
-        return made, errors
+                print_summary(results, self.run_dir)
+        return self.ctx.broadcast_object(results)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _choose_run_dir(cfg: TrainConfig, ctx: DistContext
+                ) -> tuple[Path, Path | None, list[Path]]:
+    """Rank 0 picks the folder (and whether to resume: the checkpoint to resume from)
+    and creates it; the others follow. Returns the folders created (for removal if the
+    set-up fails)."""
+    decision: tuple[str, str | None, str | None] | None = None
+    created: list[Path] = []
+    if ctx.is_main:
+        try:
+            if cfg.out is not None:
+                path = Path(cfg.out)
+            elif cfg.resume:
+                found = runs.latest_run_dir(cfg.task)
+                if found is None:
+                    raise ConfigError("resume", f"there is no run to resume: no folder "
+                                                f"runs/{cfg.task}-* holds a "
+                                                f"{runs.CHECKPOINT_FILE}; give the run "
+                                                f"folder with --out, or drop --resume")
+                path = found
+            else:
+                path = runs.default_run_dir(cfg.task)
+            ckpt = path / runs.CHECKPOINT_FILE
+            if path.exists() and not path.is_dir():
+                raise ConfigError("out", f"{str(path)!r} exists and is not a folder")
+            if ckpt.exists() and not cfg.resume:
+                raise ConfigError("out", f"{str(path)!r} already holds a run "
+                                         f"({runs.CHECKPOINT_FILE}); resume it with "
+                                         f"resume=True (--resume) or choose another folder")
+            if cfg.resume and not ckpt.is_file():
+                what = "does not exist" if not path.exists() else \
+                    f"holds no {runs.CHECKPOINT_FILE}"
+                raise ConfigError("resume", f"there is nothing to resume: {str(path)!r} "
+                                            f"{what}; start the run without --resume")
+            missing = [p for p in (path, *path.parents) if not p.exists()]
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                created = missing
+            except OSError as e:
+                raise ConfigError("out", f"cannot create the run folder {str(path)!r} "
+                                         f"({e.strerror or e})") from None
+            decision = (str(path), str(ckpt) if cfg.resume else None, None)
+        except (ConfigError, OSError) as e:
+            decision = ("", None, f"{type(e).__name__}|{getattr(e, 'field', '')}|{e}")
+    decision = ctx.broadcast_object(decision)
+    assert decision is not None
+    path, ckpt, error = decision
+    if error is not None:
+        kind, field, message = error.split("|", 2)
+        if kind == "ConfigError":
+            raise ConfigError(field, message.split(": ", 1)[-1])
+        raise OSError(message)
+    return Path(path), None if ckpt is None else Path(ckpt), created
+
+
+def _remove_dirs(folders: list[Path]) -> None:
+    """Set-up failed: remove the (still empty) folders this run created."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds while empty
 
 
 def _saved_config(data: dict[str, Any], path: Path) -> TrainConfig:
@@ -925,15 +798,6 @@ def _postfix(record: dict[str, Any]) -> dict[str, str]:
         out["bpd"] = f"{record['bits_per_dim']:.3f}"
     out["nfe"] = f"{record['nfe_forward']:.0f}/{record['nfe_backward']:.0f}"
     return out
-
-
-def _print_summary(results: dict[str, Any], run_dir: Path) -> None:
-    final = results.get("final", {})
-    figures = ", ".join(f"{k} {v:.4g}" for k, v in final.items()
-                        if isinstance(v, float))
-    print(f"hyperode: {results['status']} after {results['iterations']} iterations in "
-          f"{results['wall_time_s']:.1f} s; {figures}")
-    print(f"  results in {run_dir / runs.RESULTS_FILE}")
 
 
 def strip_timing(record: dict[str, Any]) -> dict[str, Any]:

@@ -51,7 +51,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..odeint import solve
+from ..checks import check_finite, check_positive_int, check_t_span
+from ..odeint import HALF_DTYPES, solve
+from ..solvers.config import method_kind
 from ..solvers.problem import State, StateLayout, VectorField
 from ..solvers.step import rk_step
 from ..solvers.tableau import ButcherTableau
@@ -70,7 +72,7 @@ CNF_TOL = 1e-5
 def uniform_mesh(t_span: Sequence[float], num_steps: int) -> list[float]:
     """``K + 1`` times ``s_k = s0 + (s1 - s0) * k / K`` (the same floats as
     ``solve(..., options=dict(num_steps=K))`` steps on)."""
-    s0, s1 = _check_span("uniform_mesh", t_span)
+    s0, s1 = check_t_span("uniform_mesh", t_span)
     k_steps = _check_num_steps("uniform_mesh", num_steps)[0]
     return [s0 + (s1 - s0) * k / k_steps for k in range(k_steps)] + [s1]
 
@@ -269,13 +271,13 @@ class Adversarial:
     radius: float | None = None
 
     def __post_init__(self) -> None:
-        _positive("Adversarial", "field_lr", self.field_lr)
-        _check_int("Adversarial", "field_steps", self.field_steps)
-        _check_int("Adversarial", "every", self.every)
+        check_finite("Adversarial", "field_lr", self.field_lr)
+        check_positive_int("Adversarial", "field_steps", self.field_steps)
+        check_positive_int("Adversarial", "every", self.every)
         if self.grad_clip is not None:
-            _positive("Adversarial", "grad_clip", self.grad_clip)
+            check_finite("Adversarial", "grad_clip", self.grad_clip)
         if self.radius is not None:
-            _positive("Adversarial", "radius", self.radius)
+            check_finite("Adversarial", "radius", self.radius)
 
 
 @dataclass(frozen=True)
@@ -321,31 +323,31 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         owner = "FitConfig"
-        _check_int(owner, "iterations", self.iterations)
-        object.__setattr__(self, "t_span", _check_span(owner, self.t_span))
+        check_positive_int(owner, "iterations", self.iterations)
+        object.__setattr__(self, "t_span", check_t_span(owner, self.t_span))
         ks = _check_num_steps(owner, self.num_steps)
         object.__setattr__(self, "num_steps", ks[0] if isinstance(self.num_steps, int)
                            else tuple(ks))
         for name in ("residual_weight", "trajectory_weight"):
-            _positive(owner, name, getattr(self, name), allow_zero=True)
+            check_finite(owner, name, getattr(self, name), allow_zero=True)
         if self.residual_weight == 0 and self.trajectory_weight == 0:
             raise ValueError(f"{owner}: residual_weight and trajectory_weight are both 0; "
                              f"nothing to fit")
-        _positive(owner, "lr", self.lr)
-        _positive(owner, "weight_decay", self.weight_decay, allow_zero=True)
+        check_finite(owner, "lr", self.lr)
+        check_finite(owner, "weight_decay", self.weight_decay, allow_zero=True)
         if self.eta_min is not None:
-            _positive(owner, "eta_min", self.eta_min, allow_zero=True)
+            check_finite(owner, "eta_min", self.eta_min, allow_zero=True)
             if self.eta_min > self.lr:
                 raise ValueError(f"{owner}: eta_min={self.eta_min!r} exceeds lr={self.lr!r}")
         if self.grad_clip is not None:
-            _positive(owner, "grad_clip", self.grad_clip)
-        _check_int(owner, "first_batch_iterations", self.first_batch_iterations)
-        _check_int(owner, "new_batch_every", self.new_batch_every)
-        _positive(owner, "rtol", self.rtol, allow_zero=True)
-        _positive(owner, "atol", self.atol, allow_zero=True)
+            check_finite(owner, "grad_clip", self.grad_clip)
+        check_positive_int(owner, "first_batch_iterations", self.first_batch_iterations)
+        check_positive_int(owner, "new_batch_every", self.new_batch_every)
+        check_finite(owner, "rtol", self.rtol, allow_zero=True)
+        check_finite(owner, "atol", self.atol, allow_zero=True)
         if self.rtol == 0 and self.atol == 0:
             raise ValueError(f"{owner}: rtol and atol are both 0")
-        _check_int(owner, "validate_every", self.validate_every)
+        check_positive_int(owner, "validate_every", self.validate_every)
         check_reference_method(owner, "reference_method", self.reference_method)
         if self.adversarial is not None and not isinstance(self.adversarial, Adversarial):
             raise ValueError(f"{owner}: adversarial must be an Adversarial or None, got "
@@ -427,27 +429,7 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
     Returns a ``FitHistory``.
     """
     cfg = _resolve_config(config, overrides)
-    _check_hyper("fit", hyper)
-    if not callable(field_fn):
-        raise ValueError(f"fit: field_fn must be callable as f(t, z), got "
-                         f"{type(field_fn).__name__}: {field_fn!r}")
-    if callback is not None and not callable(callback):
-        raise ValueError(f"fit: callback must be None or callable as callback(iteration, "
-                         f"loss, hyper), got {type(callback).__name__}: {callback!r}")
-    if not isinstance(progress, bool):
-        raise ValueError(f"fit: progress must be True or False, got {progress!r}")
-    params = [p for p in hyper.g.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("fit: hyper.g has no trainable parameters")
-    adv_params: list[Tensor] = []
-    if cfg.adversarial is not None:
-        if not isinstance(field_fn, nn.Module):
-            raise ValueError("fit: adversarial fitting needs the vector field as an nn.Module "
-                             "(its parameters are the adversary)")
-        adv_params = [p for p in field_fn.parameters() if p.requires_grad]
-        if not adv_params:
-            raise ValueError("fit: adversarial fitting needs a vector field with trainable "
-                             "parameters")
+    params, adv_params = _fit_parameters(hyper, field_fn, cfg, callback, progress)
     batches = _BatchSource(initial_states, hyper)
     prep = dict(t_span=cfg.t_span, num_steps=cfg.num_steps, rtol=cfg.rtol, atol=cfg.atol,
                 method=cfg.reference_method)
@@ -471,8 +453,7 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
     bar = tqdm(range(cfg.iterations), desc=f"fit {hyper.name}", disable=not progress,
                leave=False)
     for i in bar:
-        wanted = 0 if i < cfg.first_batch_iterations else \
-            1 + (i - cfg.first_batch_iterations) // cfg.new_batch_every
+        wanted = _batch_number(i, cfg)
         if wanted != batch_id:
             batch = prepare_batch(hyper, field_fn, batches.next(), **prep)
             history.batches += 1
@@ -483,18 +464,7 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
             batch = prepare_batch(hyper, field_fn, batch.z0, **prep)  # theta moved
             history.reference_nfe += batch.nfe
 
-        loss = _fit_loss(hyper, field_fn, batch, cfg)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        for p, gr in zip(params, grads):
-            p.grad = gr
-        if cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"fit: the loss became {value} at iteration {i}; lower "
-                                     f"lr, check the reference tolerances or the vector field")
+        value = _update(params, opt, sched, _fit_loss(hyper, field_fn, batch, cfg), cfg, i)
         history.loss.append(value)
         if callback is not None:
             callback(i, value, hyper)
@@ -506,6 +476,58 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
         p.grad = None
     history.seconds = time.perf_counter() - start
     return history
+
+
+def _fit_parameters(hyper: HyperSolver, field_fn: Callable, cfg: FitConfig,
+                   callback: Any, progress: Any) -> tuple[list[Tensor], list[Tensor]]:
+    """Check ``fit``'s arguments; ``(g's trainable parameters, the adversary's)``."""
+    _check_hyper("fit", hyper)
+    if not callable(field_fn):
+        raise ValueError(f"fit: field_fn must be callable as f(t, z), got "
+                         f"{type(field_fn).__name__}: {field_fn!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"fit: callback must be None or callable as callback(iteration, "
+                         f"loss, hyper), got {type(callback).__name__}: {callback!r}")
+    if not isinstance(progress, bool):
+        raise ValueError(f"fit: progress must be True or False, got {progress!r}")
+    params = [p for p in hyper.g.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("fit: hyper.g has no trainable parameters")
+    adv_params: list[Tensor] = []
+    if cfg.adversarial is not None:
+        if not isinstance(field_fn, nn.Module):
+            raise ValueError("fit: adversarial fitting needs the vector field as an nn.Module "
+                             "(its parameters are the adversary)")
+        adv_params = [p for p in field_fn.parameters() if p.requires_grad]
+        if not adv_params:
+            raise ValueError("fit: adversarial fitting needs a vector field with trainable "
+                             "parameters")
+    return params, adv_params
+
+
+def _batch_number(i: int, cfg: FitConfig) -> int:
+    """Which batch iteration ``i`` fits on: 0 for ``[0, N1)``, then a new one every N2."""
+    if i < cfg.first_batch_iterations:
+        return 0
+    return 1 + (i - cfg.first_batch_iterations) // cfg.new_batch_every
+
+
+def _update(params: list[Tensor], opt: torch.optim.Optimizer, sched: Any, loss: Tensor,
+            cfg: FitConfig, i: int) -> float:
+    """One optimiser step of g on ``loss`` (gradients of g only, optionally clipped);
+    returns the loss (``FloatingPointError`` if it is not finite)."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for p, gr in zip(params, grads):
+        p.grad = gr
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    sched.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"fit: the loss became {value} at iteration {i}; lower "
+                                 f"lr, check the reference tolerances or the vector field")
+    return value
 
 
 def _fit_loss(hyper: HyperSolver, field_fn: Callable, batch: FitBatch, cfg: FitConfig) -> Tensor:
@@ -623,8 +645,6 @@ def check_batch(name: str, z0: State, hyper: HyperSolver | None = None) -> None:
     half precision), finite values, and the dtype and device of ``hyper.g``'s parameters.
     Metadata checks plus one finiteness check per batch (a batch is drawn every
     ``new_batch_every`` iterations, not per step)."""
-    from ..odeint import HALF_DTYPES
-
     members = z0 if isinstance(z0, tuple) else (z0,)
     shapes = [tuple(m.shape) for m in members]
     for m in members:
@@ -705,17 +725,6 @@ def _resolve_config(config: FitConfig | None, overrides: dict[str, Any]) -> FitC
     return replace(config, **overrides) if config is not None else FitConfig(**overrides)
 
 
-def _check_span(owner: str, t_span: Any) -> tuple[float, float]:
-    try:
-        s0, s1 = (float(v) for v in t_span)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: t_span must be a pair (s0, s1), got {t_span!r}") from None
-    if not (math.isfinite(s0) and math.isfinite(s1)) or s0 == s1:
-        raise ValueError(f"{owner}: t_span must hold two distinct finite numbers, "
-                         f"got {t_span!r}")
-    return s0, s1
-
-
 def _check_num_steps(owner: str, num_steps: Any) -> list[int]:
     values = [num_steps] if isinstance(num_steps, int) or isinstance(num_steps, bool) \
         else list(num_steps) if isinstance(num_steps, (tuple, list)) else [num_steps]
@@ -733,8 +742,6 @@ def check_reference_method(owner: str, name: str, method: Any) -> None:
     """A reference solver must control its error (an adaptive method, or
     ``scipy_solver``): a fixed-step method would step on the mesh itself (the reference
     would be that method's own K steps) and ``rtol``/``atol`` would be ignored."""
-    from ..solvers.config import method_kind
-
     try:
         kind = method_kind(method)
     except ValueError as e:
@@ -743,16 +750,3 @@ def check_reference_method(owner: str, name: str, method: Any) -> None:
         raise ValueError(f"{owner}: {name}={method!r} has no error estimate: the reference "
                          f"would be its own steps on the mesh and rtol/atol would be ignored; "
                          f"use an adaptive method (dopri5, tsit5, dopri8, ...)")
-
-
-def _check_int(owner: str, name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
-
-
-def _positive(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-        math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{owner}: {name} must be a finite number "
-                         f"{'>= 0' if allow_zero else '> 0'}, got {value!r}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..checks import check_positive_int
 from .augment import LearnedAugment, ZeroAugment
 from .cnf import CNF, CNFModel
 from .fields import Autonomous, TimeConcat
@@ -32,12 +33,6 @@ def _activation(owner: str, name: str) -> nn.Module:
         raise ValueError(f"{owner}: activation must be one of {sorted(_ACTIVATIONS)}, "
                          f"got {name!r}")
     return _ACTIVATIONS[name]()
-
-
-def _positive_int(owner: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
-    return value
 
 
 def _conv_field(channels: Sequence[int]) -> nn.Sequential:
@@ -103,9 +98,9 @@ def cnf_net(dim: int = 2, hidden: int = 128, n_hidden: int = 3,
     ``n_hidden`` hidden layers of width ``hidden``; with ``time_input`` it reads
     ``[z, t]`` (``dim + 1`` inputs, ``TimeConcat``), otherwise ``z`` alone."""
     owner = "cnf_net"
-    dim = _positive_int(owner, "dim", dim)
-    hidden = _positive_int(owner, "hidden", hidden)
-    n_hidden = _positive_int(owner, "n_hidden", n_hidden)
+    dim = check_positive_int(owner, "dim", dim)
+    hidden = check_positive_int(owner, "hidden", hidden)
+    n_hidden = check_positive_int(owner, "n_hidden", n_hidden)
     _activation(owner, activation)
     mlp = _mlp(owner, [dim + int(bool(time_input)), *([hidden] * n_hidden), dim], activation)
     return TimeConcat(mlp) if time_input else Autonomous(mlp)
@@ -145,8 +140,8 @@ def ott_ode_block(channels: int, conv: str = "1d", in_channels: int = 1) -> nn.S
     Kaiming-normal weights, zero biases. ``conv="1d"``: ``[B, in, D]`` states;
     ``"2d"``: ``[B, in, H, W]``.
     """
-    channels = _positive_int("ott_ode_block", "channels", channels)
-    in_channels = _positive_int("ott_ode_block", "in_channels", in_channels)
+    channels = check_positive_int("ott_ode_block", "channels", channels)
+    in_channels = check_positive_int("ott_ode_block", "in_channels", in_channels)
     if conv not in ("1d", "2d"):
         raise ValueError(f"ott_ode_block: conv must be '1d' or '2d', got {conv!r}")
     layer = nn.Conv1d if conv == "1d" else nn.Conv2d
@@ -168,7 +163,7 @@ def ott_sphere_model(dim: int, solver: SolverConfig = SolverConfig(),  # noqa: B
     """Ott et al.'s spheres classifier: data ``[B, dim]`` viewed as the state
     ``[B, 1, dim]`` (no learned input map), ODE block with Conv1d and 32 channels,
     Flatten -> Linear(dim, 2) -> ``[B, 2]``."""
-    dim = _positive_int("ott_sphere_model", "dim", dim)
+    dim = check_positive_int("ott_sphere_model", "dim", dim)
     return _ott_model(ott_ode_block(32, "1d"), dim, 2, solver, sensitivity,
                       input_map=nn.Unflatten(1, (1, dim)))
 
@@ -178,7 +173,7 @@ def ott_mnist_model(solver: SolverConfig = SolverConfig(),  # noqa: B008
                     ) -> ContinuousDepthModel:
     """Ott et al.'s MNIST model: state ``[B, 1, 28, 28]``, ODE block with Conv2d and 96
     channels, Flatten -> Linear(784, 10). ``image_size=8`` fits the 8x8 digits."""
-    size = _positive_int("ott_mnist_model", "image_size", image_size)
+    size = check_positive_int("ott_mnist_model", "image_size", image_size)
     return _ott_model(ott_ode_block(96, "2d"), size * size, 10, solver, sensitivity)
 
 
@@ -202,8 +197,8 @@ def digits_model(channels: int = 16, solver: SolverConfig = SolverConfig(),  # n
     -> Linear(4C, n_classes). Pooling to 2x2 keeps coarse position, which the
     8x8 digits need (a global average loses it).
     """
-    c = _positive_int("digits_model", "channels", channels)
-    n_classes = _positive_int("digits_model", "n_classes", n_classes)
+    c = check_positive_int("digits_model", "channels", channels)
+    n_classes = check_positive_int("digits_model", "n_classes", n_classes)
     node = NeuralODE(Autonomous(_conv_field((c, c, c))), (0.0, 1.0), solver, sensitivity)
     return ContinuousDepthModel(nn.Conv2d(1, c, 3, padding=1), node,
                                 _classifier(2, c, n_classes))
@@ -220,10 +215,10 @@ def mlp_model(in_dim: int, hidden: int = 32, out_dim: int = 2, augment: int = 0,
     ``d -> hidden (x n_layers) -> d`` -> Linear(d, out_dim).
     """
     owner = "mlp_model"
-    in_dim = _positive_int(owner, "in_dim", in_dim)
-    hidden = _positive_int(owner, "hidden", hidden)
-    out_dim = _positive_int(owner, "out_dim", out_dim)
-    n_layers = _positive_int(owner, "n_layers", n_layers)
+    in_dim = check_positive_int(owner, "in_dim", in_dim)
+    hidden = check_positive_int(owner, "hidden", hidden)
+    out_dim = check_positive_int(owner, "out_dim", out_dim)
+    n_layers = check_positive_int(owner, "n_layers", n_layers)
     if isinstance(augment, bool) or not isinstance(augment, int) or augment < 0:
         raise ValueError(f"{owner}: augment must be an int >= 0, got {augment!r}")
     _activation(owner, activation)

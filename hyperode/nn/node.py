@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adjoint import solve_adjoint
+from ..checks import check_t_span
 from ..odeint import solve
 from ..solvers.problem import State
 from ..solvers.stats import SolverStats
@@ -28,19 +29,6 @@ from .fields import DataControlled
 from .solver_config import SolverConfig
 
 SENSITIVITIES = ("autograd", "adjoint")
-
-
-def check_t_span(owner: str, t_span: Any) -> tuple[float, float]:
-    """Validate a ``(s0, s1)`` pair of distinct finite numbers."""
-    try:
-        s0, s1 = (float(v) for v in t_span)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{owner}: t_span must be a pair (s0, s1) of numbers, "
-                         f"got {t_span!r}") from e
-    if not (math.isfinite(s0) and math.isfinite(s1)) or s0 == s1:
-        raise ValueError(f"{owner}: t_span must hold two distinct finite numbers, "
-                         f"got {t_span!r}")
-    return s0, s1
 
 
 def check_sensitivity(owner: str, sensitivity: Any) -> str:
