@@ -10,12 +10,14 @@ torchdiffeq, on the reference problems of ``tests/problems.py``.
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 from problems import ALL, EASY, HARMONIC, KEPLER, LINEAR
 
 import hyperode
+from hyperode.hyper import FixedGridSolve, compile_solve
 from hyperode.solvers.adaptive import AdaptiveConfig, _error_ratio, fast_rms
 from hyperode.solvers.controllers import IController
 from hyperode.solvers.fixed import Grid, integrate_fixed
@@ -197,3 +199,42 @@ def test_fast_rms_not_used_for_other_norms_or_vanishing_atol():
     assert not fast_rms(AdaptiveConfig(rtol=1e-3, atol=1e-6, norm=mixed_norm,
                                        controller=IController()),
                         torch.zeros(3, dtype=torch.cfloat))
+
+
+# ---------------------------------------------------------------------- compiled solves
+
+
+def _compile_available() -> None:
+    if not hasattr(torch, "compile"):
+        pytest.skip("torch.compile is not available in this PyTorch")
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler; none on PATH")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, inside torch.compile
+def test_compiled_solve_matches_eager_for_inference_and_training():
+    """``compile_solve`` of an rk4 grid: the no-graph stage sums trace into one graph
+    (``fullgraph``) and equal eager; with ``no_grad=False`` the compiled forward and
+    backward give eager's loss gradients (traced by AOTAutograd with the ``aot_eager``
+    backend, which skips inductor's C++ build to keep the test cheap;
+    ``benchmarks/compiled.py`` runs the training path through inductor and reports its
+    gradients' difference from eager)."""
+    _compile_available()
+    torch.manual_seed(0)
+    field = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    vf = lambda t, z: field(z)  # noqa: E731
+    z0 = torch.randn(16, 3)
+    eager = FixedGridSolve(vf, "rk4", (0.0, 1.0), 2)
+    with torch.no_grad():
+        ref = eager(z0)
+    compiled = compile_solve(vf, "rk4", (0.0, 1.0), 2, fullgraph=True)
+    torch.testing.assert_close(compiled(z0), ref, rtol=1e-5, atol=1e-6)
+
+    train = compile_solve(vf, "rk4", (0.0, 1.0), 2, no_grad=False, backend="aot_eager")
+    grads = []
+    for block in (eager, train):
+        field.zero_grad()
+        block(z0).square().sum().backward()
+        grads.append([p.grad.clone() for p in field.parameters()])
+    for g_compiled, g_eager in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_compiled, g_eager, rtol=1e-4, atol=1e-6)

@@ -187,7 +187,8 @@ class StageSums:
     Rows of the buffer ``[rows, *y.shape]``: the inputs of stages ``2..s``, then ``y1``
     (absent for an FSAL tableau, whose last stage input *is* ``y1``), then the error
     estimates. Rows start as ``y`` (state rows) or 0 (error rows) by one broadcast
-    product; stage ``j``'s derivative is added to the rows that use it by one broadcast
+    product (without error rows: as ``y + h a_i1 k1``, one broadcast kernel); stage
+    ``j``'s derivative is added to the rows that use it by one broadcast
     ``addcmul_(column_j, k_j, value=h)``. A finished ``y1`` is never written again (an
     FSAL tableau's last stage only updates the error rows). The buffer is fresh each
     step: its rows are handed to ``f`` and returned as ``y1``.
@@ -232,17 +233,25 @@ class StageSums:
                 first = 0
             self.cols.append((first, torch.tensor(column[first:], **kw).view(-1, *ones)))
         chain_kernels = sum(1 for w in weights for x in w if x != 0.0)
-        fused_kernels = 2 + sum(c is not None for c in self.cols)
+        col0 = self.cols[0]
+        fused_kernels = sum(c is not None for c in self.cols) + (
+            1 if self.n_err or col0 is None or col0[0] else 0)
         self.worthwhile = fused_kernels < chain_kernels
 
     def step(self, f: Field, t: float, y: Tensor, h: float, k1: Tensor) -> StepResult:
         """One step without a graph (``rk_step``'s contract: ``s - 1`` evaluations)."""
         c, cols = self.tableau.c, self.cols
-        acc = torch.mul(self.mask, y)
+        col = cols[0]
+        if self.n_err or col is None or col[0]:
+            acc = torch.mul(self.mask, y)
+            start = 0
+        else:  # every row starts as y + h a_i1 k1: one broadcast kernel
+            acc = torch.addcmul(y, col[1], k1, value=h)
+            start = 1
         rows = acc.unbind(0)
         ks = [k1]
         k = k1
-        for i in range(len(c)):
+        for i in range(start, len(c)):
             if i:
                 k = f(t + c[i] * h, rows[i - 1])
                 if k._base is acc:  # f returned (a view of) its input: no in-place overlap
