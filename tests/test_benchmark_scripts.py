@@ -311,3 +311,31 @@ def test_per_sample_benchmark_quick(tmp_path):
     vdp = data["cases"]["vdp"]["rows"]
     assert vdp["per-sample"]["steps_min"] < vdp["per-sample"]["steps_max"]  # mu differs
     assert "Per-sample step sizes" in (tmp_path / "per_sample_quick.md").read_text()
+
+
+def test_flow_sampling_quick_run_writes_results(tmp_path):
+    script = load_script("flow_sampling")
+    assert script.main(["--quick", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "flow_sampling_quick.json").read_text())
+    assert data["quick"] is True and set(data["results"]) == {"8gaussians", "digits"}
+    for key, r in data["results"].items():
+        rows = r["samplers"]
+        assert {"dopri5", "euler@4", "midpoint@4", "rk4@16"} <= set(rows)
+        assert {f"{name}@4" for name in script.LEARNED} <= set(rows)
+        assert rows["dopri5"]["endpoint_error"] == 0.0 and rows["dopri5"]["nfe"] > 4
+        for name, row in rows.items():
+            if name != "dopri5":
+                assert row["nfe"] == int(name.split("@")[1]), name
+            assert row["seconds"] > 0
+        assert rows["HyperEuler@4"]["nfe_g"] == 4 and rows["HyperHeun@4"]["nfe_g"] == 2
+        assert r["fits"]["bespoke-midpoint"]["parameters"] == 18
+        metric = "fd" if key == "digits" else "mmd"
+        assert data["targets"][key]["metric"] == metric
+        assert data["targets"][key]["euler_ratio"] == pytest.approx(
+            rows["euler@4"][metric] / rows["dopri5"][metric])
+    assert "loglik" in data["results"]["8gaussians"]["samplers"]["rk4@4"]
+    assert {"precision", "recall"} <= set(data["results"]["digits"]["samplers"]["rk4@4"])
+    text = (tmp_path / "flow_sampling_quick.md").read_text()
+    assert "not FID" in text and "## Targets" in text
+    for png in ("flow_sampling_quality_quick.png", "flow_sampling_samples_quick.png"):
+        assert is_png(tmp_path / png)
