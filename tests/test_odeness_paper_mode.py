@@ -1,0 +1,72 @@
+"""Smoke test of ``benchmarks/odeness.py --paper --quick``: Ott et al.'s spheres-2D setting
+(the Conv1d block, Adam 1e-4 constant, no clipping) with step adaptation, run as two
+``--seed-list`` commands into one folder; the outputs are checked for content."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperode.experiments.plots import is_png
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "odeness.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("benchmark_odeness_paper", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_mode_trains_the_papers_model_and_merges_seed_lists(tmp_path, capsys):
+    bench = _load()
+    for seeds in ("1", "0"):  # two commands, the second one's seed sorts first
+        bench.main(["--paper", "--quick", "--only", "adaptation", "--seed-list", seeds,
+                    "--out", str(tmp_path)])
+    capsys.readouterr()
+    res = json.loads((tmp_path / "odeness_paper.json").read_text())
+    assert res["format"] == bench.PAPER_FORMAT
+    assert res["config"]["training"] == bench.PAPER_OPTIONS
+    assert len(res["commands"]) == 2
+    a = res["adaptation"]
+    assert a["complete"] and [r["seed"] for r in a["runs"]] == [0, 1]
+    iterations = bench.PAPER_QUICK["iterations"]
+    window = bench.PAPER_QUICK["window"]
+    for r in a["runs"]:
+        tr = r["trace"]
+        assert tr["iteration_end"] == list(range(window, iterations + 1, window))
+        assert all(n > 0 for n in tr["nfe_forward_mean"])
+        # the windows' mean forward NFE average to the run's mean (equal windows)
+        assert abs(sum(tr["nfe_forward_mean"]) / len(tr["nfe_forward_mean"])
+                   - r["nfe_forward_per_iter"]) < 1e-9
+        assert [it for it, _ in tr["test"]] == list(range(
+            bench.PAPER_QUICK["eval_every"], iterations + 1, bench.PAPER_QUICK["eval_every"]))
+        assert r["history"][0]["iteration"] == 50 and 1 <= r["final_num_steps"] <= 500
+        assert set(r["reference"]) >= {"rk4_256", "rk4_512", "drop"}
+    md = (tmp_path / "odeness_paper.md").read_text()
+    assert "paper, Table 1: step adaptation | 100.5 | 98.9 ± 0.6%" in md
+    assert "step adaptation (Euler), 60 iterations, 2 seed(s)" in md
+    assert is_png(tmp_path / "odeness_paper_adaptation.png")
+
+
+def test_paper_mode_names_the_bad_experiment(tmp_path, capsys):
+    bench = _load()
+    with pytest.raises(SystemExit):
+        bench.main(["--paper", "--only", "digits", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "unknown experiment(s) ['digits']" in err and "adaptation,tolerance" in err
