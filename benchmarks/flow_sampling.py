@@ -47,13 +47,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from hyperode.data.densities import sample_density
 from hyperode.data.digits import digits
@@ -65,6 +63,7 @@ from hyperode.flow import (
     TimeMLP,
     bespoke_sampler,
     density_quality,
+    evaluate_samplers,
     fit_flow_bespoke,
     fit_flow_hypersolver,
     hypersolver_sampler,
@@ -134,20 +133,6 @@ def all_samplers(learned: dict) -> dict:
     return out
 
 
-def run_samplers(field, samplers: dict, x0: Tensor, repeats: int) -> dict:
-    """name -> (samples, nfe, nfe_g, median seconds)."""
-    out = {}
-    for name, sampler in samplers.items():
-        runs = [sampler(field, x0) for _ in range(repeats)]
-        out[name] = (runs[0].samples, runs[0].nfe, runs[0].nfe_correction,
-                     statistics.median(r.seconds for r in runs))
-    return out
-
-
-def endpoint_error(x: Tensor, ref: Tensor) -> float:
-    return float((x - ref).reshape(x.shape[0], -1).norm(dim=1).mean())
-
-
 # ---------------------------------------------------------------------- experiments
 
 
@@ -161,18 +146,14 @@ def density_experiment(density: str, cfg: dict, seed: int) -> tuple[dict, dict]:
     field.requires_grad_(False)
     learned = learned_samplers(field, (2,), cfg, False, seed)
     x0 = torch.randn(cfg["samples"], 2, generator=torch.Generator().manual_seed(seed + 7))
-    runs = run_samplers(field, all_samplers(learned), x0, cfg["repeats"])
-    ref = runs["dopri5"][0]
-    rows = {}
-    for name, (x, nfe, nfe_g, sec) in runs.items():
-        rows[name] = {"nfe": nfe, "nfe_g": nfe_g, "seconds": sec,
-                      "endpoint_error": endpoint_error(x, ref),
-                      **density_quality(x, fresh, density, seed=seed)}
+    rows, runs = evaluate_samplers(field, all_samplers(learned), x0,
+                                   lambda x: density_quality(x, fresh, density, seed=seed),
+                                   repeats=cfg["repeats"])
     floor = density_quality(sample_density(density, cfg["samples"], seed=seed + 2), fresh,
                             density, seed=seed)
     record = {"train": {"seconds": hist.seconds, "final_loss": hist.loss[-1][1]},
               "fits": {k: v[1] for k, v in learned.items()}, "floor": floor, "samplers": rows}
-    return record, {k: v[0][:2000] for k, v in runs.items()}
+    return record, {k: v[:2000] for k, v in runs.items()}
 
 
 def digits_experiment(cfg: dict, seed: int) -> tuple[dict, dict]:
@@ -191,19 +172,15 @@ def digits_experiment(cfg: dict, seed: int) -> tuple[dict, dict]:
     learned = learned_samplers(field, (1, 8, 8), cfg, True, seed)
     n = min(cfg["samples"], 1000)
     x0 = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 7))
-    runs = run_samplers(field, all_samplers(learned), x0, cfg["repeats"])
-    ref = runs["dopri5"][0]
-    rows = {}
-    for name, (x, nfe, nfe_g, sec) in runs.items():
-        rows[name] = {"nfe": nfe, "nfe_g": nfe_g, "seconds": sec,
-                      "endpoint_error": endpoint_error(x, ref),
-                      **image_quality(x, x_test, classifier.features)}
+    rows, runs = evaluate_samplers(field, all_samplers(learned), x0,
+                                   lambda x: image_quality(x, x_test, classifier.features),
+                                   repeats=cfg["repeats"])
     idx = torch.randperm(x_train.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     floor = image_quality(x_train[idx], x_test, classifier.features)
     record = {"train": {"seconds": hist.seconds, "final_loss": hist.loss[-1][1]},
               "classifier_test_accuracy": accuracy,
               "fits": {k: v[1] for k, v in learned.items()}, "floor": floor, "samplers": rows}
-    return record, {k: v[0][:16] for k, v in runs.items()}
+    return record, {k: v[:16] for k, v in runs.items()}
 
 
 # ---------------------------------------------------------------------- judging

@@ -185,3 +185,21 @@ def test_hypersolver_fitted_to_the_flow_beats_its_base():
     run = hypersolver_sampler(hyper, 4)(field, val)
     assert run.nfe == 4 and run.nfe_correction == 4
     assert end_error(run.samples, field, val) < 0.5 * base
+
+
+def test_evaluate_samplers_tabulates_every_sampler():
+    from hyperode.flow import evaluate_samplers
+
+    field, x0 = gaussian_flow(), noise(256)
+    samplers = {"dopri5": AdaptiveSampler("dopri5", 1e-8, 1e-8),
+                "euler@4": FixedSampler("euler", 4), "rk4@8": FixedSampler("rk4", 8)}
+    rows, samples = evaluate_samplers(
+        field, samplers, x0, lambda x: {"mean_error": end_error(x, field, x0)}, repeats=2)
+    assert set(rows) == set(samplers) == set(samples)
+    assert rows["dopri5"]["endpoint_error"] == 0.0
+    assert rows["euler@4"]["nfe"] == 4 and rows["rk4@8"]["nfe"] == 8
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["nfe_g"] == 0
+        assert row["endpoint_error"] == pytest.approx(row["mean_error"], rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="reference 'exact' is not among"):
+        evaluate_samplers(field, samplers, x0, dict, reference="exact")

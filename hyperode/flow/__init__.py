@@ -26,6 +26,7 @@ from .couplings import independent, minibatch_ot, ot_assignment, transport_cost
 from .evaluation import (
     FeatureClassifier,
     density_quality,
+    evaluate_samplers,
     image_quality,
     train_feature_classifier,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "bespoke_sampler",
     "density_quality",
     "endpoint_distance",
+    "evaluate_samplers",
     "fit_bespoke",
     "fit_flow_bespoke",
     "fit_flow_hypersolver",

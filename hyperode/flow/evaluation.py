@@ -5,6 +5,9 @@ the true density (``hyperode.data.densities.log_density``; where one exists, and
 the share of samples of zero density reported, since ``-inf`` has no mean), the MMD and
 the sliced Wasserstein distance to fresh data (``hyperode.metrics.generative``).
 
+``evaluate_samplers`` runs several samplers from one noise batch and tabulates NFE,
+wall time, the end-point distance to a reference sampler and any quality function.
+
 Images (``image_quality``): the Fréchet distance and k-NN precision/recall in the
 feature space of a small classifier trained on the same data (``FeatureClassifier``,
 ``train_feature_classifier``). This is *not* FID: FID is defined with Inception-v3
@@ -15,7 +18,8 @@ features are a different space, and its values are comparable only with each oth
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -114,3 +118,33 @@ def image_quality(samples: Tensor, real: Tensor,
         fs, fr = features(samples), features(real)
     p, r = precision_recall(fr, fs, k=k)
     return {"fd": frechet_distance(fs, fr), "precision": p, "recall": r}
+
+
+def evaluate_samplers(vector_field: Callable, samplers: Mapping[str, Callable], x0: Tensor,
+                      quality: Callable[[Tensor], dict[str, float]], *,
+                      reference: str = "dopri5", repeats: int = 1
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """Run every sampler (``name -> sampler``, e.g. ``hyperode.flow.FixedSampler``) from
+    the same noise ``x0`` and measure it.
+
+    Returns ``(rows, samples)``: ``rows[name]`` holds ``nfe``, ``nfe_g`` (learned
+    corrections), ``seconds`` (median of ``repeats`` runs), ``endpoint_error`` (mean
+    per-sample distance to the ``reference`` sampler's samples from the same noise) and
+    the entries of ``quality(samples)``; ``samples[name]`` the samples of the first run.
+    """
+    positive_int("evaluate_samplers", "repeats", repeats)
+    if reference not in samplers:
+        raise ValueError(f"evaluate_samplers: reference {reference!r} is not among the "
+                         f"samplers {sorted(samplers)}")
+    samples, rows = {}, {}
+    for name, sampler in samplers.items():
+        runs = [sampler(vector_field, x0) for _ in range(repeats)]
+        samples[name] = runs[0].samples
+        rows[name] = {"nfe": runs[0].nfe, "nfe_g": runs[0].nfe_correction,
+                      "seconds": statistics.median(r.seconds for r in runs)}
+    ref = samples[reference]
+    for name, x in samples.items():
+        rows[name]["endpoint_error"] = float(
+            (x - ref).reshape(x.shape[0], -1).norm(dim=1).mean())
+        rows[name].update(quality(x))
+    return rows, samples
