@@ -339,3 +339,25 @@ def test_flow_sampling_quick_run_writes_results(tmp_path):
     assert "not FID" in text and "## Targets" in text
     for png in ("flow_sampling_quality_quick.png", "flow_sampling_samples_quick.png"):
         assert is_png(tmp_path / png)
+
+
+def test_gpu_script_dry_run_on_cpu(tmp_path):
+    """``benchmarks/gpu.py --dry-run`` needs no GPU: tiny sizes on the CPU, every part."""
+    script = load_script("gpu")
+    assert script.main(["--dry-run", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    (json_path,) = tmp_path.glob("gpu_*_dryrun.json")
+    data = json.loads(json_path.read_text())
+    assert data["machine"]["device_name"].startswith("CPU")
+    libs = {(r["batch"], r["method"], r["library"]) for r in data["overhead"]}
+    assert (16, "dopri5", "hyperode") in libs and (16, "rk4", "hyperode") in libs
+    for r in data["overhead"]:
+        assert r["nfe"] > 0 and r["median_ms"] > 0 and r["bare_f_ms"] > 0
+        if r["method"] == "rk4" and r["library"] != "torchode":  # the same fixed grid
+            assert r["nfe"] == 4 * 5 and r["max_abs_diff_vs_hyperode"] < 1e-5
+    (hyper,) = data["hypersolver"]
+    assert hyper["dopri5_nfe"] > 0 and hyper["fixed_grid_ms"] > 0 and "compiled_ms" not in hyper
+    norms = {r["norm"]: r for r in data["seminorm"]}
+    assert set(norms) == {"default", "seminorm"}
+    assert all(r["unchanged"] for r in norms.values())  # CPU vs CPU: the same solves
+    assert norms["seminorm"]["cpu_backward"] <= norms["default"]["cpu_backward"]
+    assert "Adjoint backward NFE" in json_path.with_suffix(".md").read_text()
