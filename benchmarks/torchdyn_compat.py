@@ -112,10 +112,12 @@ def run(batch: int, repeats: int, seed: int) -> dict[str, Any]:
     with torch.no_grad():
         for fn, _ in cases.values():  # warm-up, untimed
             fn()
-        # interleave the cases so that each sees the same machine load
+        # interleave the cases so that each sees the same machine load, reversing the
+        # order every other round so that no case always runs after the same one
         samples: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(repeats):
-            for name, (fn, nfe) in cases.items():
+        for r in range(repeats):
+            order = list(cases.items())
+            for name, (fn, nfe) in (order if r % 2 == 0 else order[::-1]):
                 times, out = timed(fn, 1)
                 samples[name].extend(times)
                 outputs[name] = out
@@ -145,7 +147,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"2-D flow, 3x64 SELU MLP of (x, t) with random weights, batch {cfg['batch']}, "
         f"100 output times on [0, 1], dopri5 at atol = rtol = 1e-4, `torch.no_grad()`; "
-        f"median of {cfg['repeats']} interleaved runs, {cfg['threads']} torch thread(s), "
+        f"median of {cfg['repeats']} interleaved runs (order reversed every other round), "
+        f"{cfg['threads']} torch thread(s), "
         f"{cfg['machine']}. Error: max |x - x_ref| over all outputs against dopri5 at 1e-8.",
         "",
         "| call | NFE | median ms | ratio to the same hyperode.odeint solve | "
