@@ -8,7 +8,7 @@ its ``odeint_interface``); the event detection itself is in
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -116,7 +116,7 @@ def odeint_event(
         return event_t, solution
     event_t_out, y_out = _EventGradient.apply(rule, event_t.detach(), y_event, g_direct)
     last = layout.unflatten(y_out)
-    last = last if layout.is_tuple else (last,)
+    last = cast(tuple[Tensor, ...], last if layout.is_tuple else (last,))
     rebuilt = tuple(torch.cat([m[:-1], s[None]]) for m, s in zip(members, last))
     return event_t_out, rebuilt if layout.is_tuple else rebuilt[0]
 

@@ -106,7 +106,7 @@ def _circles(n: int, g: np.random.Generator) -> np.ndarray:
 
     x, _ = make_circles(n_samples=n, factor=0.5, noise=0.08, shuffle=True,
                         random_state=int(g.integers(0, 2**31 - 1)))
-    return 3.0 * x
+    return 3.0 * np.asarray(x)
 
 
 _S = 1.0 / math.sqrt(2.0)
@@ -224,7 +224,7 @@ def _ring_mixture_log_density(x: np.ndarray, radii: tuple[float, ...],
         z = rho * radius / s2
         terms.append(np.log(w) - (rho - radius) ** 2 / (2 * s2) + np.log(i0e(z))
                      - np.log(2 * np.pi * s2))
-    return logsumexp(np.stack(terms), axis=0)
+    return np.asarray(logsumexp(np.stack(terms), axis=0))
 
 
 def log_density(name: str, x: Tensor) -> Tensor:

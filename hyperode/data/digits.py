@@ -6,6 +6,8 @@ about 180 per class. A small, always-available stand-in for MNIST.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> Split:
                                low_open=True, high_open=True)
     seed = check_seed(seed)
     split_state = int(rng(seed, "digits").integers(0, 2**32))  # any seed, not just < 2**32
-    bunch = load_digits()
+    bunch: Any = load_digits()  # a Bunch (the stubs also allow a tuple)
     x = (bunch.images.astype(np.float32) / np.float32(16.0))[:, None, :, :]
     y = bunch.target.astype(np.int64)
     try:

@@ -51,7 +51,7 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
 
 
 _RECONSTRUCT = _multiarray._reconstruct
-_FROMBUFFER = _numeric._frombuffer
+_FROMBUFFER = _numeric._frombuffer  # pyright: ignore[reportAttributeAccessIssue]
 
 #: (module, name) -> the object handed to the pickle.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class Split:
                     or len(y) != len(x):
                 raise ValueError(f"{yname} must be an int64 tensor [{len(x)}] matching {xname}, "
                                  f"got {_describe(y)}")
-        labels = torch.cat([self.y_train, self.y_test])
+        labels = torch.cat([cast(Tensor, self.y_train), cast(Tensor, self.y_test)])  # checked
         if len(labels) and int(labels.min()) < 0:
             raise ValueError(f"labels must be >= 0, got a minimum of {int(labels.min())}")
         top = int(labels.max()) + 1 if len(labels) else 0

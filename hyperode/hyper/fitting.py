@@ -45,7 +45,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -57,7 +57,7 @@ from ..solvers.config import method_kind
 from ..solvers.problem import State, StateLayout, VectorField
 from ..solvers.step import rk_step
 from ..solvers.tableau import ButcherTableau
-from .nets import per_sample
+from .nets import HyperNet, per_sample
 from .solver import HyperSolver, resolve_base
 
 CLASSIFIER_TOL = 1e-4
@@ -431,8 +431,8 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
     cfg = _resolve_config(config, overrides)
     params, adv_params = _fit_parameters(hyper, field_fn, cfg, callback, progress)
     batches = _BatchSource(initial_states, hyper)
-    prep = dict(t_span=cfg.t_span, num_steps=cfg.num_steps, rtol=cfg.rtol, atol=cfg.atol,
-                method=cfg.reference_method)
+    prep: dict[str, Any] = dict(t_span=cfg.t_span, num_steps=cfg.num_steps, rtol=cfg.rtol,
+                                atol=cfg.atol, method=cfg.reference_method)
     history = FitHistory(config=cfg)
     start = time.perf_counter()
 
@@ -459,7 +459,8 @@ def fit(hyper: HyperSolver, field_fn: Callable, initial_states: Any,
             history.batches += 1
             history.reference_nfe += batch.nfe
             batch_id = wanted
-        if adversary is not None and i % cfg.adversarial.every == 0:
+        assert batch is not None  # drawn at iteration 0
+        if adversary is not None and i % adversary.cfg.every == 0:
             history.adversarial_loss.append(adversary.ascend(hyper, field_fn, batch, cfg))
             batch = prepare_batch(hyper, field_fn, batch.z0, **prep)  # theta moved
             history.reference_nfe += batch.nfe
@@ -490,7 +491,7 @@ def _fit_parameters(hyper: HyperSolver, field_fn: Callable, cfg: FitConfig,
                          f"loss, hyper), got {type(callback).__name__}: {callback!r}")
     if not isinstance(progress, bool):
         raise ValueError(f"fit: progress must be True or False, got {progress!r}")
-    params = [p for p in hyper.g.parameters() if p.requires_grad]
+    params: list[Tensor] = [p for p in hyper.g.parameters() if p.requires_grad]
     if not params:
         raise ValueError("fit: hyper.g has no trainable parameters")
     adv_params: list[Tensor] = []
@@ -498,7 +499,7 @@ def _fit_parameters(hyper: HyperSolver, field_fn: Callable, cfg: FitConfig,
         if not isinstance(field_fn, nn.Module):
             raise ValueError("fit: adversarial fitting needs the vector field as an nn.Module "
                              "(its parameters are the adversary)")
-        adv_params = [p for p in field_fn.parameters() if p.requires_grad]
+        adv_params: list[Tensor] = [p for p in field_fn.parameters() if p.requires_grad]
         if not adv_params:
             raise ValueError("fit: adversarial fitting needs a vector field with trainable "
                              "parameters")
@@ -537,6 +538,7 @@ def _fit_loss(hyper: HyperSolver, field_fn: Callable, batch: FitBatch, cfg: FitC
     if cfg.trajectory_weight:
         traj = cfg.trajectory_weight * trajectory_loss(hyper, field_fn, batch)
         loss = traj if loss is None else loss + traj
+    assert loss is not None  # FitConfig refuses both weights 0
     return loss
 
 
@@ -571,15 +573,15 @@ class _Adversary:
             for p in self.params:
                 p.grad = None
             if self.cfg.radius is not None:
-                self._project()
+                self._project(self.cfg.radius)
             value = float(objective.detach())
         return value
 
-    def _project(self) -> None:
+    def _project(self, radius: float) -> None:
         with torch.no_grad():
             for p, p0 in zip(self.params, self.origin):
                 delta = p - p0
-                limit = self.cfg.radius * float(torch.linalg.vector_norm(p0))
+                limit = radius * float(torch.linalg.vector_norm(p0))
                 norm = float(torch.linalg.vector_norm(delta))
                 if norm > limit:
                     p.copy_(p0 + delta * (limit / norm))
@@ -687,7 +689,7 @@ def _index(ys: State, k: int) -> State:
 def _conditioning(hyper: HyperSolver, z0: State) -> contextlib.AbstractContextManager:
     """``g.conditioned(x)`` with ``x`` the batch's initial state, for nets that read x."""
     if getattr(hyper.g, "needs_x", False):
-        return hyper.g.conditioned(per_sample(z0))
+        return cast(HyperNet, hyper.g).conditioned(per_sample(z0))
     return contextlib.nullcontext()
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..solvers.fixed import Grid, integrate_fixed
 from ..solvers.methods import get_method
-from ..solvers.problem import State, StateLayout
+from ..solvers.problem import State, StateLayout, VectorField
 from ..solvers.stats import SolverStats
 from ..solvers.step import StepMethod
 from ..solvers.tableau import ButcherTableau
@@ -74,7 +74,7 @@ class FixedGridSolve(nn.Module):
         f = _PlainField(self.field, layout)
         mesh = self.mesh
         t_out = mesh if self.trajectory else [mesh[0], mesh[-1]]
-        ys = integrate_fixed(f, self.method, layout.flatten(z0), t_out,
+        ys = integrate_fixed(cast(VectorField, f), self.method, layout.flatten(z0), t_out,
                              Grid(mesh[0], mesh[-1], points=tuple(mesh)), SolverStats())
         return layout.unflatten(torch.stack(ys)) if self.trajectory else layout.unflatten(ys[-1])
 

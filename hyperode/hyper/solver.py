@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -149,7 +149,7 @@ class HyperSolver(nn.Module):
                                                   layout.unflatten(k1)))
         else:
             corr = self.correction(h, t, y, k1)
-        y1 = torch.add(result.y1, corr, alpha=h ** (self.order + 1))
+        y1 = torch.add(result.y1, cast(Tensor, corr), alpha=h ** (self.order + 1))
         return StepResult(y1, None, result.ks)  # f1 unknown: f was evaluated at the base's y1
 
     def stepper(self, f: Field, stats: SolverStats) -> StatelessStepper:
@@ -216,7 +216,7 @@ class HyperSolver(nn.Module):
         if len(options) != 1:
             raise ValueError(f"{owner}: give exactly one of step_size, num_steps, grid_points; "
                              f"got {sorted(options) or 'none'}")
-        return odeint(func, y0, t, method=self, options=options)
+        return cast(State, odeint(func, y0, t, method=self, options=options))
 
     def extra_repr(self) -> str:
         return f"base={self.base.name!r}, order={self.order}, enabled={self.enabled}"

@@ -41,8 +41,9 @@ COUNTED_LAYERS = (nn.Linear, *_CONV, *_CONV_T, GalerkinLinear, GalerkinConv2d)
 def layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> int:
     """MACs of one call of a counted layer (module docstring); 0 for other modules."""
     if isinstance(module, DepthVariant):
+        bias_coeffs = module.bias_coeffs
         expansion = module.weight_coeffs.numel() + (
-            0 if module.bias_coeffs is None else module.bias_coeffs.numel())
+            0 if bias_coeffs is None else bias_coeffs.numel())
         if isinstance(module, GalerkinLinear):
             return output.numel() * module.in_features + expansion
         if isinstance(module, GalerkinConv2d):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -67,7 +68,7 @@ def _mean_kernel(a: Tensor, b: Tensor, bandwidths: Sequence[float], drop_diagona
     total = a.new_zeros(())
     for i in range(0, a.shape[0], chunk):
         d2 = torch.cdist(a[i:i + chunk], b).square()
-        k = sum(torch.exp(-d2 / (2.0 * bw * bw)) for bw in bandwidths)
+        k = cast(Tensor, sum(torch.exp(-d2 / (2.0 * bw * bw)) for bw in bandwidths))
         if drop_diagonal:
             idx = torch.arange(i, min(i + chunk, a.shape[0]), device=a.device)
             k[idx - i, idx] = 0.0

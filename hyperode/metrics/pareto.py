@@ -38,4 +38,4 @@ def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The non-dominated ``(cost, error)`` points in increasing cost
     (``pareto_indices``)."""
-    return [tuple(points[i]) for i in pareto_indices(points)]
+    return [(points[i][0], points[i][1]) for i in pareto_indices(points)]

@@ -9,6 +9,7 @@ computes the usual reference (dopri5 at a configurable tolerance).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -71,7 +72,7 @@ def mape(pred: State, ref: State, *, reduction: str = "mean") -> Tensor:
         if x.ndim < 2:
             raise ValueError(f"mape: reduction='channel_sum' needs states [B, C, ...], got "
                              f"shape {tuple(x.shape)}")
-    return sum(x.sum(dim=1).mean() for x in ratios)
+    return cast(Tensor, sum(x.sum(dim=1).mean() for x in ratios))
 
 
 def mesh_abs_error(pred: State, ref: State) -> Tensor:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import TypeVar
 
 from torch import nn
 
@@ -123,7 +124,10 @@ def cnf_mlp(dim: int = 2, hidden: int = 128, n_hidden: int = 3, activation: str 
 # ---------------------------------------------------------------------- Ott et al.
 
 
-def _kaiming(module: nn.Module) -> nn.Module:
+_ModuleT = TypeVar("_ModuleT", bound=nn.Module)
+
+
+def _kaiming(module: _ModuleT) -> _ModuleT:
     """Kaiming-normal (fan-in) weights and zero biases for every conv and linear layer."""
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):

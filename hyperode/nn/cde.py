@@ -178,16 +178,15 @@ def _natural_second_derivatives(h: Tensor, slopes: Tensor) -> Tensor:
     diag = 2 * (h[:-1] + h[1:])
     sub, sup = h[:-1], h[1:]
     k = n - 2
-    c_prime = [None] * k
-    d_prime = [None] * k
+    c_prime: list[Tensor] = [sup[0]] * k  # every entry is set below
+    d_prime: list[Tensor] = [rhs[:, 0]] * k
     c_prime[0] = sup[0] / diag[0]
     d_prime[0] = rhs[:, 0] / diag[0]
     for i in range(1, k):
         denom = diag[i] - sub[i] * c_prime[i - 1]
         c_prime[i] = sup[i] / denom
         d_prime[i] = (rhs[:, i] - sub[i] * d_prime[i - 1]) / denom
-    sol = [None] * k
-    sol[-1] = d_prime[-1]
+    sol: list[Tensor] = [d_prime[-1]] * k
     for i in range(k - 2, -1, -1):
         sol[i] = d_prime[i] - c_prime[i] * sol[i + 1]
     m[:, 1:-1] = torch.stack(sol, dim=1)

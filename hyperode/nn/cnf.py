@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -167,7 +168,7 @@ class CNFModel(nn.Module):
 
     @property
     def cnf(self) -> CNF:
-        return self.node.vector_field
+        return cast(CNF, self.node.vector_field)
 
     @property
     def solver(self) -> SolverConfig:
@@ -219,7 +220,7 @@ class CNFModel(nn.Module):
         """``n`` samples ``[n, D]``: ``z0 ~ N(0, I)`` pushed from ``t0`` to ``t1`` through
         ``net`` alone (no trace is computed)."""
         z0 = self._base_sample(n, generator)
-        return last(self.node.integrate(z0, self._times(z0, +1), field=self.cnf.net))
+        return cast(Tensor, last(self.node.integrate(z0, self._times(z0, +1), field=self.cnf.net)))
 
     def nll_bits_per_dim(self, x: Tensor, n_bins: int | None = None,
                          generator: torch.Generator | None = None) -> Tensor:

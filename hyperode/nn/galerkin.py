@@ -24,6 +24,7 @@ with ordinary modules into a vector field ``f(t, z)``.
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,10 @@ def basis_functions(basis: str, n_terms: int, s: Tensor | float, period: float =
 class DepthVariant(nn.Module):
     """Base of layers whose parameters depend on depth: called as ``layer(t, x)``."""
 
+    # Set by each subclass: [n_terms, *weight shape] and [n_terms, out] (or None).
+    weight_coeffs: nn.Parameter
+    bias_coeffs: nn.Parameter | None
+
     def __init__(self, owner: str, basis: str, n_terms: int, period: float):
         super().__init__()
         if basis not in BASES:
@@ -74,10 +79,14 @@ class DepthVariant(nn.Module):
         """``sum_n phi_n * coeffs[n]``."""
         return None if coeffs is None else torch.tensordot(phi, coeffs, dims=1)
 
+    def _weight_at(self, phi: Tensor) -> Tensor:
+        """``sum_n phi_n * weight_coeffs[n]``."""
+        return torch.tensordot(phi, self.weight_coeffs, dims=1)
+
     def weight(self, s: Tensor | float) -> Tensor:
         """The weight (kernel) at depth ``s``: ``weight_coeffs`` without its leading
         ``n_terms`` axis."""
-        return self._expand(self.phi(s, self.weight_coeffs), self.weight_coeffs)
+        return self._weight_at(self.phi(s, self.weight_coeffs))
 
     def bias(self, s: Tensor | float) -> Tensor | None:
         """The bias at depth ``s``, ``[out]`` (``None`` without bias)."""
@@ -87,10 +96,10 @@ class DepthVariant(nn.Module):
         """coeff_0 = the reference layer's default initialisation, the rest zero."""
         with torch.no_grad():
             weight.zero_()
-            weight[0].copy_(reference.weight)
+            weight[0].copy_(cast(Tensor, reference.weight))
             if bias is not None:
                 bias.zero_()
-                bias[0].copy_(reference.bias)
+                bias[0].copy_(cast(Tensor, reference.bias))
 
 
 class GalerkinLinear(DepthVariant):
@@ -111,7 +120,7 @@ class GalerkinLinear(DepthVariant):
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         phi = self.phi(t, self.weight_coeffs)
-        return F.linear(x, self._expand(phi, self.weight_coeffs),
+        return F.linear(x, self._weight_at(phi),
                         self._expand(phi, self.bias_coeffs))
 
     def extra_repr(self) -> str:
@@ -140,8 +149,8 @@ class GalerkinConv2d(DepthVariant):
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         phi = self.phi(t, self.weight_coeffs)
-        return F.conv2d(x, self._expand(phi, self.weight_coeffs),
-                        self._expand(phi, self.bias_coeffs), padding=self.padding)
+        return F.conv2d(x, self._weight_at(phi), self._expand(phi, self.bias_coeffs),
+                        padding=cast(Any, self.padding))  # an int tuple or a string
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

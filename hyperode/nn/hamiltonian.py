@@ -70,7 +70,8 @@ class HamiltonianField(nn.Module):
         if y.shape[-1] % 2:
             raise ValueError(f"HamiltonianField: a tensor state must be [..., 2d] = [q, p], "
                              f"got last dimension {y.shape[-1]}")
-        return y.chunk(2, dim=-1)
+        q, p = y.chunk(2, dim=-1)
+        return q, p
 
     def _energy(self, q: Tensor, p: Tensor) -> Tensor:
         energy = self.net(q, p)

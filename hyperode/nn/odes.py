@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -135,7 +135,8 @@ def solver_from_dict(record: dict[str, Any]) -> SolverConfig | None:
                for k, v in record.get("options", {}).items()}
     return SolverConfig(
         method=record["method"], rtol=record["rtol"], atol=record["atol"],
-        step_size=record["step_size"], num_steps=record["num_steps"], options=options,
+        step_size=record["step_size"], num_steps=record["num_steps"],
+        options=cast(Any, options),  # normalised to sorted pairs by SolverConfig
         adjoint_rtol=record["adjoint_rtol"], adjoint_atol=record["adjoint_atol"],
         adjoint_method=record["adjoint_method"], adjoint_norm=record["adjoint_norm"],
     )
