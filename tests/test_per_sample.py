@@ -178,6 +178,38 @@ def test_compacting_finished_samples_gives_the_same_solution():
     assert compact.stats.row_evaluations < masked.stats.row_evaluations
 
 
+def test_compacting_a_tuple_state_with_per_sample_tolerances():
+    """Rows dropped mid-solve carry their own atol rows; a non-FSAL method (fehlberg2:
+    Hermite output from a fresh f(t1, y1)) and a tuple state, against the masked solve
+    and against each sample alone."""
+    k = torch.tensor([0.2, 6.0, 1.0, 15.0], dtype=F64)
+
+    def f(t, y):  # rows independent of their position: the rate travels in the state;
+        # t is [B] in the per-sample solves, 0-dim in the shared ones
+        a, rate = y
+        return -rate * a * (1 + 0.5 * torch.cos(t).reshape(-1, 1)), torch.zeros_like(rate)
+
+    y0 = (torch.ones(4, 2, dtype=F64), k[:, None].clone())
+    atol = (torch.tensor([[1e-8], [1e-5], [1e-7], [1e-6]], dtype=F64).expand(4, 2),
+            torch.full((4, 1), 1e-6, dtype=F64))
+    t = torch.tensor([0.0, 0.1, 0.5, 1.0], dtype=F64)
+    kw = dict(rtol=1e-5, atol=atol, method="fehlberg2")
+    masked = solve(f, y0, t, options=PS, **kw)
+    compact = solve(f, y0, t, options=dict(compact_finished=True, **PS), **kw)
+    for a, b in zip(compact.ys, masked.ys):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+    assert torch.equal(compact.stats.rejected_per_sample, masked.stats.rejected_per_sample)
+    assert compact.stats.row_evaluations < masked.stats.row_evaluations
+    for b in range(4):
+        alone = solve(f, (y0[0][b:b + 1], y0[1][b:b + 1]), t, rtol=1e-5,
+                      atol=(atol[0][b:b + 1], atol[1][b:b + 1]), method="fehlberg2")
+        assert int(compact.stats.accepted_per_sample[b]) == alone.stats.accepted
+        torch.testing.assert_close(compact.ys[0][:, b:b + 1], alone.ys[0], rtol=1e-8, atol=1e-12)
+    # fehlberg2 propagates its first-order solution: the global error is far above rtol
+    exact = torch.exp(-k[None, :, None] * (t + 0.5 * torch.sin(t))[:, None, None])
+    torch.testing.assert_close(compact.ys[0], exact.expand(4, 4, 2), rtol=0, atol=2e-3)
+
+
 def test_backprop_matches_finite_differences():
     scale = torch.tensor([0.5, 2.0, 6.0], dtype=F64)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
