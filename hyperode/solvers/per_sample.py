@@ -524,13 +524,14 @@ def integrate_per_sample(
             running_new = running ^ (accept & landing)
             out_new = torch.searchsorted(key, t_new if d > 0 else -t_new, right=True)
             passed = out_new - out_i  # output times passed by each sample in this step
-            flags = torch.stack([running_new.sum(), n_att.max(), (t1 == t).sum(),
-                                 running.sum(), accept.any(), passed.sum()])
-            alive, most, n_same, n_running, any_acc, n_pass = flags.tolist()  # the one sync
-        under_any = n_same > running.shape[0] - n_running  # a running sample made no progress
-        if under_any:
-            _raise_underflow(running & (t1 == t), gidx, t, dh, ratio)
-        stuck = running_new & (n_att >= max_steps) if most >= max_steps else None
+            stalled = running & (t1 == t)  # a running sample that cannot move: underflow
+            flags = torch.stack([running_new.sum(), stalled.sum(), passed.sum(), accept.any()])
+            alive, n_stalled, n_pass, any_acc = flags.tolist()  # the one host sync of the step
+        if n_stalled:
+            _raise_underflow(stalled, gidx, t, dh, ratio)
+        # a sample attempts at most one step per batched step: no count check before that
+        stuck = running_new & (n_att >= max_steps) if stats.batched_steps >= max_steps \
+            else None
         if stuck is not None and bool(stuck.any()):
             raise MaxStepsExceededError(
                 f"max_num_steps={max_steps} (per sample) reached by samples "
