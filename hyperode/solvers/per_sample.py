@@ -32,11 +32,16 @@ of the active ones are done, so they stop costing evaluations; ``f`` then receiv
 shrinking batch and must treat rows independently without per-sample tensors of its
 own. ``benchmarks/per_sample.py`` measures both.
 
-Host synchronisation: one per attempted step (a packed read of "still running", the
-failure flags and the range of output times passed).
+Host synchronisation: one per attempted step (one packed read of the samples still
+running, those that could not move, the output times passed and whether any sample's
+step was accepted). dopri8's three extra dense-output stages are evaluated on the batch
+in a step where any sample passes an output time.
 
 Gradients: backpropagation through the solve (``hyperode.odeint``); step sizes and
-times carry no gradient, as in the shared-step loop. ``odeint_adjoint`` cannot step
+times carry no gradient, as in the shared-step loop. Every batched step stays in the
+graph, the rejected samples' parts masked out: their gradient is zero, unless a
+rejected trial step overflowed to inf/NaN, where ``0 * inf`` can make it NaN (as for any
+masked update; torchode's too). ``odeint_adjoint`` cannot step
 its backward solve per sample (its state holds the parameter adjoints, which have no
 batch dimension); its forward solve can, with ``adjoint_options`` not asking for it.
 """
