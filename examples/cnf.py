@@ -3,7 +3,7 @@
 ``CNF(net)`` is the vector field on ``(z, log p)`` with the exact trace of ``df/dz``
 (or Hutchinson's estimator, ``trace="hutchinson"``); ``CNFModel`` integrates it from
 data to the standard normal for ``log_prob`` and back for ``sample``. Trained here
-by maximum likelihood for 100 iterations; the printed checks are the test
+by maximum likelihood for 70 iterations; the printed checks are the test
 NLL before and after, and the learned density's integral over a square that holds
 almost all of its mass (it must be close to 1 for a density).
 
@@ -25,7 +25,7 @@ split = density("8gaussians", n_train=20_000, n_test=1_000, seed=0)
 net = TimeConcat(nn.Sequential(nn.Linear(3, 32), nn.Softplus(), nn.Linear(32, 32),
                                nn.Softplus(), nn.Linear(32, 2)))
 model = CNFModel(CNF(net, trace="exact"), t_span=(0.0, 1.0),
-                 solver=SolverConfig.adaptive("dopri5", rtol=1e-3, atol=1e-5))
+                 solver=SolverConfig.adaptive("dopri5", rtol=1e-3, atol=1e-4))
 
 
 def test_nll():
@@ -36,14 +36,14 @@ def test_nll():
 print(f"test NLL before training: {test_nll():.3f} nats")
 opt = torch.optim.Adam(model.parameters(), lr=5e-3)
 gen = torch.Generator().manual_seed(0)
-for _ in range(100):
+for _ in range(70):
     idx = torch.randint(len(split.x_train), (256,), generator=gen)
     loss = -model.log_prob(split.x_train[idx]).mean()
     opt.zero_grad()
     loss.backward()
     opt.step()
 nll = test_nll()
-print(f"test NLL after 100 iterations: {nll:.3f} nats ({nll / math.log(2) / 2:.3f} bits/dim)")
+print(f"test NLL after 70 iterations: {nll:.3f} nats ({nll / math.log(2) / 2:.3f} bits/dim)")
 
 # The density integrates to ~1: midpoint rule on an 80 x 80 grid over [-5, 5]^2.
 with torch.no_grad():

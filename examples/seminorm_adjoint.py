@@ -45,8 +45,8 @@ diff = (grads["default"] - grads["seminorm"]).norm() / grads["default"].norm()
 print(f"relative difference of the two gradients: {diff:.1e}")
 
 # 2. Training: a CNF on the 8-Gaussians density, adjoint gradients, dopri5 at 1e-3/1e-6.
-data = sample_density("8gaussians", 256 * 20, seed=0)
-batches = data.reshape(20, 256, 2)
+data = sample_density("8gaussians", 256 * 14, seed=0)
+batches = data.reshape(14, 256, 2)
 net = TimeConcat(nn.Sequential(nn.Linear(3, 32), nn.Softplus(), nn.Linear(32, 32),
                                nn.Softplus(), nn.Linear(32, 2)))
 solver = SolverConfig.adaptive("dopri5", rtol=1e-3, atol=1e-6)
