@@ -38,6 +38,8 @@ from hyperode.experiments.tasks import load_split
 from hyperode.experiments.trained import load_run
 from hyperode.nn import SolverConfig
 
+pytest_plugins = ["pytester"]  # runs a user's test module that imports the aliases
+
 torch.set_num_threads(1)
 
 
@@ -98,6 +100,18 @@ def test_test_solver_pairs():
         step_rule(0.0, 1, 2)
     with pytest.raises(ValueError, match="factor"):
         step_rule(0.1, 1, 2, factor=1.0)
+
+
+def test_paper_named_aliases_are_not_collected_as_tests(pytester):
+    assert make_test_solver.__test__ is False and step_rule.__test__ is False
+    pytester.makepyfile(test_uses_aliases="""
+        from hyperode.adapt import test_solver, test_step_size
+
+        def test_alias_rule():
+            assert test_step_size(0.1, 1, 2, factor=10) > 0
+        """)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)  # only the module's own test, not the two aliases
 
 
 # --------------------------------------------------------------------------- step rule

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-import time
 
 import pytest
 import torch
@@ -490,11 +489,9 @@ def test_fixed_grid_solve_matches_solver_and_compiled_matches_eager():
         pytest.skip("torch.compile is not available in this PyTorch")
     if shutil.which("c++") is None and shutil.which("g++") is None:
         pytest.skip("torch.compile's CPU backend needs a C++ compiler; none on PATH")
-    start = time.perf_counter()
     compiled = compile_solve(field, hyper, (0.0, 1.0), 4, fullgraph=True)
     out = compiled(z0)
     again = compiled(z0 + 1)
-    assert time.perf_counter() - start < 60
     torch.testing.assert_close(out, traj[-1], rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(again, eager(z0 + 1)[-1], rtol=1e-5, atol=1e-6)

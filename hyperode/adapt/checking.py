@@ -112,9 +112,10 @@ def checking_solver(train: SolverConfig, *, factor: float = 50.0, test_method: s
     return SolverConfig(method=method, step_size=checking_step_size(h, p, q, factor))
 
 
-#: The paper's names (the "test solver" of a training solver), kept as aliases. Import
-#: them under another name in a test module (``from hyperode.adapt import test_solver as
-#: make_test_solver``), or use ``checking_solver``: pytest collects module-level
-#: functions whose names start with ``test``.
+#: The paper's names (the "test solver" of a training solver), kept as aliases.
 test_solver = checking_solver
 test_step_size = checking_step_size
+# pytest would collect these names as tests in a user's test module that imports them;
+# ``__test__ = False`` tells it not to (the aliases are the same function objects).
+checking_solver.__dict__["__test__"] = False
+checking_step_size.__dict__["__test__"] = False
