@@ -328,9 +328,9 @@ def plot(payload: dict, samples: dict, out: Path, suffix: str) -> None:
             x = samples[key][name]
             if key == "digits":
                 imgs = ((x[:16].clamp(-1, 1) + 1) / 2).reshape(4, 4, 8, 8)
-                ax.imshow(imgs.permute(0, 2, 1, 3).reshape(32, 32), cmap="gray")
+                ax.imshow(imgs.permute(0, 2, 1, 3).reshape(32, 32).numpy(), cmap="gray")
             else:
-                ax.scatter(x[:, 0], x[:, 1], s=0.3, alpha=0.5)
+                ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=0.3, alpha=0.5)
                 ax.set_xlim(-4.5, 4.5)
                 ax.set_ylim(-4.5, 4.5)
             ax.set_xticks([])
