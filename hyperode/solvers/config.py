@@ -29,7 +29,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -340,7 +340,7 @@ def tolerance(name: str, value: Any, layout: StateLayout) -> float | Tensor:
             raise ValueError(f"{name} must be a real number, got {value!r}")
         value = float(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        if not (math.isfinite(value) and value >= 0):
+        if not (math.isfinite(value) and cast(float, value) >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         return float(value)
     if layout.is_tuple and isinstance(value, (tuple, list)):
@@ -398,7 +398,9 @@ def _adaptive_config(opts: dict[str, Any], rtol_v: float | Tensor, atol_v: float
     norm = opts.get("norm", mixed_norm)
     if not callable(norm):
         raise ValueError(f"options['norm'] must be callable, got {norm!r}")
-    flat_norm = (lambda e: norm(layout.unflatten(e))) if layout.is_tuple else norm
+    state_norm = cast(Callable[[Any], Tensor], norm)  # a callable, checked above
+    flat_norm: Callable[[Tensor], Tensor] = \
+        (lambda e: state_norm(layout.unflatten(e))) if layout.is_tuple else state_norm
 
     controller = opts.get("controller", default_controller)
     factors = {k: opts[k] for k in ("safety", "ifactor", "dfactor") if k in opts}

@@ -22,6 +22,7 @@ Two modes:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -85,8 +86,9 @@ class EventWatch:
                     f"with per-sample events, the state must be one tensor [B, ...] and "
                     f"event_fn(t, y) must return shape [B] = ({batch},); got "
                     f"{tuple(g0.shape)}")
-            self._times: list[float | None] = [None] * batch
-            self._rows: list[Tensor | None] = [None] * batch
+            n = cast(int, batch)  # a tensor state here (a tuple one raised above)
+            self._times: list[float | None] = [None] * n
+            self._rows: list[Tensor | None] = [None] * n
 
     def _values(self, t: float, y: Tensor) -> Tensor:
         layout = self.layout
@@ -158,8 +160,8 @@ class EventWatch:
             self._rows[b] = state(theta)[b]
         if any(x is None for x in self._times):
             return False
-        self.event_t = list(self._times)
-        self.y_event = torch.stack(self._rows)
+        self.event_t = cast("list[float]", list(self._times))  # none is None (above)
+        self.y_event = torch.stack(cast("list[Tensor]", self._rows))
         return True
 
     def never_fired(self, max_num_steps: int, t: float) -> str:

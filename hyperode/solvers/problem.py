@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -25,7 +26,7 @@ class StateLayout:
 
     def __init__(self, y0: State):
         self.is_tuple = isinstance(y0, tuple)
-        members = y0 if self.is_tuple else (y0,)
+        members = y0 if isinstance(y0, tuple) else (y0,)
         self.shapes = tuple(m.shape for m in members)
         self.numels = tuple(math.prod(s) for s in self.shapes)
         self.dtype = members[0].dtype
@@ -35,7 +36,7 @@ class StateLayout:
 
     def flatten(self, y: State) -> Tensor:
         if not self.is_tuple:
-            return y
+            return cast(Tensor, y)
         return torch.cat([m.reshape(-1) for m in y])
 
     def unflatten(self, flat: Tensor) -> State:
@@ -78,7 +79,7 @@ class VectorField:
             if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
                     or out.device != self._device:
                 self._check(out, t)
-            return out
+            return cast(Tensor, out)  # _check raised unless out is such a tensor
         return self._tuple_output(out, t)
 
     def at(self, t: Tensor, y: Tensor) -> Tensor:
@@ -91,7 +92,7 @@ class VectorField:
             if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
                     or out.device != self._device:
                 self._check(out, t)
-            return out
+            return cast(Tensor, out)  # _check raised unless out is such a tensor
         return self._tuple_output(out, t)
 
     def _tuple_output(self, out: object, t: float | Tensor) -> Tensor:
@@ -106,7 +107,7 @@ class VectorField:
                 if type(m) is not Tensor or m.shape != s or m.dtype != dtype \
                         or m.device != device:
                     self._check(out, t)
-        return layout.flatten(out)
+        return layout.flatten(cast(State, out))  # checked above
 
     def _check(self, out: object, t: float | Tensor) -> None:
         layout = self.layout
@@ -234,12 +235,13 @@ class Callbacks:
         name = getattr(fn, "__name__", "callback")
 
         def call(t0: float, y0: Tensor, dt: float) -> None:
-            kw = dict(dtype=torch.float64, device=layout.device)
+            kw: dict[str, Any] = dict(dtype=torch.float64, device=layout.device)
             try:
                 fn(torch.tensor(t0, **kw), layout.unflatten(y0), torch.tensor(dt, **kw))
             except Exception as e:  # the user's exception, unchanged, with where it happened
-                if hasattr(e, "add_note"):
-                    e.add_note(f"raised by the step callback {name} at t0={t0!r}, dt={dt!r}")
+                add_note = getattr(e, "add_note", None)  # Python >= 3.11
+                if add_note is not None:
+                    add_note(f"raised by the step callback {name} at t0={t0!r}, dt={dt!r}")
                 raise
 
         return call

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -57,8 +58,9 @@ class SolverStats:
         return self.accepted + self.rejected
 
     def as_dict(self) -> dict:
-        out = {"nfe": self.nfe, "nfe_correction": self.nfe_correction, "steps": self.steps,
-               "accepted": self.accepted, "rejected": self.rejected}
+        out: dict[str, Any] = {
+            "nfe": self.nfe, "nfe_correction": self.nfe_correction, "steps": self.steps,
+            "accepted": self.accepted, "rejected": self.rejected}
         if self.n_jacobian or self.n_lu or self.n_newton or self.newton_failures:
             out.update(n_jacobian=self.n_jacobian, n_lu=self.n_lu, n_newton=self.n_newton,
                        newton_failures=self.newton_failures)

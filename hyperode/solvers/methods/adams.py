@@ -75,7 +75,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from functools import cache
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -193,7 +193,7 @@ def _check_int(where: str, value: Any, lo: int, hi: int | None) -> int:
     if not ok:
         expected = f"an integer from {lo} to {hi}" if hi is not None else f"an integer >= {lo}"
         raise ValueError(f"{where}={value!r} is invalid; expected {expected}")
-    return value
+    return cast(int, value)  # int(value) above
 
 
 # --------------------------------------------------------------------------- methods
@@ -332,7 +332,7 @@ class AdamsStepper:
         if h == 0.0 or self._fs.maxlen == 0:
             return
         fs, ts = self._fs, self._ts
-        grows = len(fs) < fs.maxlen
+        grows = len(fs) < cast(int, fs.maxlen)  # the deques are made with a maxlen
         fs.appendleft(result.ks[0])
         ts.appendleft(t)
         if result is self._unconverged:

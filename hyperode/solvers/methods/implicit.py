@@ -194,7 +194,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -347,7 +347,7 @@ class ImplicitTableau:
                            ("stiffly_accurate", stiff)):
             set_(self, key, value)
         if b_error is not None:
-            set_(self, "error_order", int(self.error_order))
+            set_(self, "error_order", int(cast(int, self.error_order)))
         dense = self.dense
         if (dense is None) != (self.dense_order is None):
             raise ValueError(f"tableau {name!r}: give dense and dense_order together")
@@ -409,7 +409,8 @@ def _check_option(where: str, name: str, value: Any) -> Any:
                              f"(or None for the default tied to rtol/atol)")
         return value
     if name == "max_newton_iters":
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and \
+            cast(int, value) >= 1
         if not ok:
             raise ValueError(f"{label}={value!r} is invalid; expected an integer >= 1")
         return int(value)
@@ -573,7 +574,7 @@ class ImplicitStepper:
         self._J_y: Tensor | None = None  # the state J was evaluated at (identity)
         self._y_step: Tensor | None = None  # the current step's starting state
         self._J_stale = False
-        self._lu: dict[float, tuple[Tensor, Tensor]] = {}
+        self._lu: dict[float, tuple[Tensor, ...]] = {}
         self._eta = 1.0
         self._aii: Tensor | None = None  # FIRK: A restricted to the implicit stages
         self._pending: tuple[StepResult, Tensor, float | None, Any] | None = None
@@ -634,8 +635,8 @@ class ImplicitStepper:
         """``df/dy`` at ``(t, y)`` as ``[B, d, d]`` blocks (``y`` detached; ``fy = f(t, y)``
         detached, needed by ``fd``). Counts ``stats.n_jacobian``."""
         self.stats.n_jacobian += 1
-        B, d = self.systems
-        shape, f = self._shape, self.f
+        B, d = cast("tuple[int, int]", self.systems)
+        shape, f = cast(torch.Size, self._shape), self.f
         y2 = y.detach().reshape(B, d)
         how = self._how
         if how != "fd":
@@ -661,8 +662,8 @@ class ImplicitStepper:
 
     def _func_jacobian(self, how: str, t: float, y2: Tensor) -> Tensor:
         """``[B, d, d]`` blocks by ``torch.func`` (``jacrev`` or ``jacfwd``)."""
-        B, d = self.systems
-        shape, f = self._shape, self.f
+        B, d = cast("tuple[int, int]", self.systems)
+        shape, f = cast(torch.Size, self._shape), self.f
         with torch.no_grad():
             if how == "jacrev":
                 J = self._reverse_jacobian(t, y2) if self._batched_grad else None
@@ -685,11 +686,11 @@ class ImplicitStepper:
         field that detaches, e.g. one that runs autograd itself) or the batched backward
         is not supported: ``jacrev`` (and its fallback) decide then, and this path is
         not tried again in this solve."""
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         z = y2.detach().requires_grad_(True)
         try:
             with torch.enable_grad():
-                out = self.f(t, z.reshape(self._shape)).reshape(B, d).sum(0)
+                out = self.f(t, z.reshape(cast(torch.Size, self._shape))).reshape(B, d).sum(0)
             if not out.requires_grad:
                 raise RuntimeError("no graph")
             eye = torch.eye(d, dtype=y2.dtype, device=y2.device)
@@ -705,8 +706,8 @@ class ImplicitStepper:
         """Whether the ``[B, d, d]`` blocks ``J`` (from the collapsed derivative) explain
         ``f``'s full derivative at ``(t, y)``: one product with a fixed pseudo-random
         vector, compared to rounding (module docstring)."""
-        B, d = self.systems
-        shape, f = self._shape, self.f
+        B, d = cast("tuple[int, int]", self.systems)
+        shape, f = cast(torch.Size, self._shape), self.f
         y2 = y.detach().reshape(B, d)
         gen = torch.Generator(device=y.device).manual_seed(_PROBE_SEED)
         v = torch.randn(B, d, generator=gen, dtype=y.dtype, device=y.device)
@@ -774,7 +775,7 @@ class ImplicitStepper:
             return LU, piv, torch.linalg.lu_solve(LU, piv, eye)
         return LU, piv
 
-    def _lu_for(self, key: float, build: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+    def _lu_for(self, key: float, build: Callable[[], Tensor]) -> tuple[Tensor, ...]:
         """The factors of ``build()`` cached under ``key`` (``h * a_ii`` or ``h``); at most
         one entry per distinct diagonal value is kept (the oldest goes), so a changing
         ``h`` does not accumulate factors."""
@@ -801,7 +802,7 @@ class ImplicitStepper:
     def _firk_matrix(self, Js: Tensor, h: float) -> Tensor:
         """``I - h [a_ij J_i]`` over the implicit stages, ``[B, m d, m d]``; ``Js`` is
         ``[B, d, d]`` (one ``J`` for all stages: ``I - h A_II ⊗ J``) or ``[m, B, d, d]``."""
-        A = self._aii
+        A = cast(Tensor, self._aii)  # set with the first FIRK step's matrices
         m = A.shape[0]
         B, d = Js.shape[-3], Js.shape[-1]
         if Js.ndim == 3:
@@ -896,7 +897,7 @@ class ImplicitStepper:
             finally:
                 self._band = band
         if self._J_y is not self._y_step:
-            self._newton_jacobian(t, self._y_step, k1)
+            self._newton_jacobian(t, cast(Tensor, self._y_step), k1)
             done.append("at the step's start")
             try:
                 return solve(z0, False)
@@ -957,14 +958,14 @@ class ImplicitStepper:
         return combine(None, ks, _lagrange(nodes, c_i), 1.0)
 
     def _pack(self, xs: Sequence[Tensor]) -> Tensor:
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         return torch.stack([x.reshape(B, d) for x in xs], 1)
 
     def _firk_stages(self, t: float, y: Tensor, h: float, k1: Tensor, sc: Tensor
                      ) -> list[Tensor]:
         """All implicit stages of a fully implicit tableau together (no graph)."""
         tab = self.tableau
-        c, a, imp, shape = tab.c, tab.a, tab.implicit_stages, self._shape
+        c, a, imp, shape = tab.c, tab.a, tab.implicit_stages, cast(torch.Size, self._shape)
         f = self.f
         if self._aii is None or self._aii.dtype != y.dtype or self._aii.device != y.device:
             self._aii = torch.tensor([[a[i][j] for j in imp] for i in imp], dtype=y.dtype,
@@ -976,7 +977,7 @@ class ImplicitStepper:
                 ks[j] = z[:, jj].reshape(shape)
             return ks
 
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         m = len(imp)
         # Y_I = y + h a_{I,0} k1 (an explicit first stage) + h A_II z, all stages at once
         base = self._pack([combine(y, [k1], a[i][:1], h) if tab.explicit[0] else y
@@ -990,7 +991,8 @@ class ImplicitStepper:
                                     for ti, yi in zip(times, states)], 1)
 
         def prepare() -> Callable[[Tensor], Tensor]:
-            factors = self._lu_for(h, lambda: self._firk_matrix(self.jacobian_matrix, h))
+            factors = self._lu_for(
+                h, lambda: self._firk_matrix(cast(Tensor, self.jacobian_matrix), h))
 
             def correction(z: Tensor) -> Tensor:
                 return self._solve(factors, residual(z).reshape(B, m * d)).reshape(B, m, d)
@@ -1011,8 +1013,8 @@ class ImplicitStepper:
                      ) -> list[Tensor]:
         """The stages of a diagonally implicit tableau one by one (no graph)."""
         tab = self.tableau
-        c, a, f, shape = tab.c, tab.a, self.f, self._shape
-        B, d = self.systems
+        c, a, f, shape = tab.c, tab.a, self.f, cast(torch.Size, self._shape)
+        B, d = cast("tuple[int, int]", self.systems)
         scs = sc.reshape(shape)
         ks: list[Tensor] = []
         for i in range(tab.stages):
@@ -1031,7 +1033,7 @@ class ImplicitStepper:
             def prepare(ha: float = ha, ti: float = ti, state: Callable = state
                         ) -> Callable[[Tensor], Tensor]:
                 factors = self._lu_for(
-                    ha, lambda: self._dirk_matrix(self.jacobian_matrix, ha))
+                    ha, lambda: self._dirk_matrix(cast(Tensor, self.jacobian_matrix), ha))
                 inv = factors[2] if len(factors) == 3 else None
 
                 def correction(z: Tensor) -> Tensor:
@@ -1062,7 +1064,7 @@ class ImplicitStepper:
         """The IFT correction ``K = K* - M*^{-1} G(K*)`` with a graph (module docstring);
         returns the stages and what the next step's Newton solve may reuse."""
         tab = self.tableau
-        c, a, f, shape = tab.c, tab.a, self.f, self._shape
+        c, a, f, shape = tab.c, tab.a, self.f, cast(torch.Size, self._shape)
         imp = tab.implicit_stages
         if tab.diagonally_implicit:
             out: list[Tensor] = []
@@ -1087,7 +1089,7 @@ class ImplicitStepper:
         Js = torch.stack([self._jacobian(t + c[i] * h, yi.detach(), fi.detach())
                           for i, yi, fi in zip(imp, ys, fs)])
         lu = self._factor(self._firk_matrix(Js, h))
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         m = len(imp)
         g = (self._pack([ks[i] for i in imp]) - self._pack(fs)).reshape(B, m * d)
         z = self._pack([ks[i] for i in imp]) - self._solve(lu, g).reshape(B, m, d)
@@ -1158,7 +1160,7 @@ class ImplicitStepper:
         error = None
         if with_error:
             with torch.no_grad():
-                error = combine(None, ks, tab.b_error, h)
+                error = combine(None, ks, cast("tuple[float, ...]", tab.b_error), h)
                 if tab.error_filter is not None:
                     try:
                         error = self._filtered(error, h * tab.error_filter)
@@ -1207,12 +1209,14 @@ class ImplicitStepper:
     def _filtered(self, error: Tensor, hg: float) -> Tensor:
         """``(I - hg J)^{-1} error`` (the tableau's ``error_filter``); its factors are kept
         apart from the stages' and reused as theirs are."""
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         key, factors = self._filter_lu if self._filter_lu is not None else (None, None)
         if key is None or abs(key - hg) > max(_SAME_H_RTOL * abs(hg),
                                               self._band * abs(key)):
-            factors = self._factor(self._dirk_matrix(self.jacobian_matrix, hg), True)
+            J = cast(Tensor, self.jacobian_matrix)
+            factors = self._factor(self._dirk_matrix(J, hg), True)
             self._filter_lu = (hg, factors)
+        factors = cast("tuple[Tensor, ...]", factors)
         return self._solve(factors, error.reshape(B, d)).reshape(error.shape)
 
     def _check_batch_claim(self, t: float, y: Tensor, k1: Tensor) -> None:
@@ -1223,12 +1227,13 @@ class ImplicitStepper:
         if self.method.batch_independent is not True or self._claim_checked:
             return
         self._claim_checked = True
-        if self.jacobian_matrix is not None and self.systems[0] > 1 and \
+        if self.jacobian_matrix is not None and cast("tuple[int, int]", self.systems)[0] > 1 and \
                 not self._block_diagonal(t, y, k1, self._jacobian(t, y, k1)):
-            B, d = self.systems
+            B, d = cast("tuple[int, int]", self.systems)
+            shape = tuple(cast(torch.Size, self._shape))
             raise ValueError(
                 f"{self.method.name}: options['batch_independent']=True declares the {B} "
-                f"samples along dim 0 of the state {tuple(self._shape)} independent, but f "
+                f"samples along dim 0 of the state {shape} independent, but f "
                 f"couples them (its derivative is not block diagonal in {d} x {d} blocks; "
                 f"found at t={t!r} after a Newton failure): use batch_independent='auto' (the "
                 f"default, which checks) or False, or make f act on each sample separately")
@@ -1240,7 +1245,7 @@ class ImplicitStepper:
         default safety 0.9) as Hairer's codes do after a Newton failure, rather than
         cutting it to ``dfactor * h`` as for a non-finite error."""
         m = self.method
-        return (y.abs() * m.rtol + m.atol) * 2.0 ** (self.tableau.error_order + 1)
+        return (y.abs() * m.rtol + m.atol) * 2.0 ** (cast(int, self.tableau.error_order) + 1)
 
     def _scale(self, y: Tensor, adaptive: bool) -> Tensor:
         """The elementwise scale ``sc`` ``[B, 1, d]`` of the Newton test ``max |h dK| / sc
@@ -1248,7 +1253,7 @@ class ImplicitStepper:
         fixed grid or when given; in an adaptive solve by default the error control's own
         ``atol + rtol |y|`` with ``tol = _KAPPA`` (never below the fixed-grid floor of
         ``50 eps (1 + |y|)``)."""
-        B, d = self.systems
+        B, d = cast("tuple[int, int]", self.systems)
         a = y.abs()
         if not adaptive or self.method.newton_tol is not None:
             self._step_tol = self._tol

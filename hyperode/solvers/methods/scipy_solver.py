@@ -67,7 +67,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ def _number(name: str, value: Any, *, allow_zero: bool = False,
         need = (">= 0" if allow_zero else "> 0") + (" (or inf)" if allow_inf else "")
         kind = "a number" if allow_inf else "a finite number"
         raise ValueError(f"options[{name!r}] must be {kind} {need}, got {value!r}")
-    return value
+    return cast(float, value)  # float(value) above
 
 
 class ScipySolver:
@@ -215,7 +215,9 @@ class ScipySolver:
                 f"t={bad_f[0]!r}: the vector field may blow up there")
 
         try:
-            sol = solve_ivp(fun, (t0, t_end), y0_np, method=_counting(self.solver, progress),
+            # solve_ivp takes an OdeSolver subclass as method (scipy's docs); its stub says str
+            sol = solve_ivp(fun, (t0, t_end), y0_np,
+                            method=_counting(self.solver, progress),  # pyright: ignore[reportArgumentType]
                             t_eval=np.array(t_list, dtype=np.float64), rtol=_tol(rtol),
                             atol=_tol(atol), **options)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
