@@ -834,6 +834,10 @@ def _tolerance_adaptation_md(a: dict[str, Any]) -> list[str]:
 def write_markdown(res: dict[str, Any], path: Path) -> None:
     cpu = {k: res[k]["cpu_s_experiment"] for k in EXPERIMENTS if res.get(k)}
     lines = ["# Is it still an ODE? Ott et al. at CPU scale", "",
+             "Spheres-2D here is this library's MLP preset (a ReLU MLP field on the "
+             "zero-augmented point, Adam 1e-2 with cosine decay, gradient clipping), not the "
+             "paper's model and optimiser; the paper's setting (Conv1d block, Adam 1e-4 "
+             "constant, no clipping) is in `odeness_paper.md` (`odeness.py --paper`).", "",
              f"Commands: {', '.join(f'`{c}`' for c in res['commands'])}  ",
              f"Versions: {res['versions']['hyperode']} / torch {res['versions']['torch']}; "
              f"load average at the start of the last command {res['loadavg_start']}, at "
@@ -882,17 +886,18 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
 
 
 def _late(r: dict[str, Any], key: str, iterations: int) -> list[float]:
-    """The values of history ``key`` at the checks of the second half of training."""
-    return [e[key] for e in r["history"] if e["iteration"] > iterations // 2]
+    """The values of history ``key`` at the checks of the last third of training (the
+    paper's setting learns slowly: the first thousand iterations stay near chance)."""
+    return [e[key] for e in r["history"] if e["iteration"] > 2 * iterations // 3]
 
 
 def _late_nfe(r: dict[str, Any], iterations: int) -> float | None:
-    """Mean forward NFE per iteration over the second half of training (from the trace)."""
+    """Mean forward NFE per iteration over the last third of training (from the trace)."""
     tr = r.get("trace")
     if not tr:
         return None
     xs = [n for it, n in zip(tr["iteration_end"], tr["nfe_forward_mean"])
-          if it > iterations // 2]
+          if it > 2 * iterations // 3]
     return float(np.mean(xs)) if xs else None
 
 
@@ -913,19 +918,21 @@ def _paper_table1(res: dict[str, Any]) -> list[str]:
         if name == "adaptation":
             late = [n for r in rs for n in _late(r, "adapt_num_steps", its)]
             val = (f"final {', '.join(str(r['final_num_steps']) for r in rs)} steps; "
-                   f"second half {min(late)}-{max(late)}" if late else "")
+                   f"last third {min(late)}-{max(late)}" if late else "")
         else:
             late = [t for r in rs for t in _late(r, "adapt_tol", its)]
             finals = ", ".join(f"{r['final_tol']:.1e}" for r in rs)
             val = (f"final {finals}"
-                   + (f"; second half {min(late):.1e}-{max(late):.1e}" if late else ""))
+                   + (f"; last third {min(late):.1e}-{max(late):.1e}" if late else ""))
         nfe_late = [x for x in (_late_nfe(r, its) for r in rs) if x is not None]
         refs = [_finest(r["reference"]) for r in rs]
         ref = ", ".join("overflow" if x is None else f"{100 * x:.1f}%" for x in refs)
         lines.append(
             f"| this library, {what}, {its} iterations, {seeds} | "
-            f"{_pm([r['nfe_forward_per_iter'] for r in rs], False)} (whole run); "
-            + (f"{_pm(nfe_late, False)} (second half)" if nfe_late else "")
+            f"{_pm([r['nfe_forward_per_iter'] for r in rs], False)} (whole run; with the "
+            f"checks {_pm([r['nfe_total_per_iter'] for r in rs], False)}); "
+            + (f"{_pm(nfe_late, False)} (last third; per seed "
+               f"{', '.join(f'{x:.0f}' for x in nfe_late)})" if nfe_late else "")
             + f" | {_pm([r['test_accuracy'] for r in rs])} | {val} | {ref} |")
     for name, method in (("grid", "Euler"), ("rk4", "RK4")):
         g = res.get(name)
@@ -992,21 +999,79 @@ PAPER_DIFFERENCES: list[str] = [
     "fraction of the 1000 test points.",
 ]
 
-PAPER_NOTES: list[str] = []
+PAPER_NOTES: list[str] = [
+    "- **Step adaptation behaves as the paper describes (its Fig. 5).** While "
+    "accuracy is near chance (Adam 1e-4 learns slowly: test accuracy 0.51-0.62 for the "
+    "first 500, 1250 and 2000 iterations of seeds 1, 0 and 2), the checks pass and the "
+    "step grows from Hairer's start (8-9 steps) to 2-3 steps. Once learning starts the "
+    "training solver's batch "
+    "accuracy pulls away from the test solver's, checks fail and halve the step, and from "
+    "then on the count oscillates in a factor-2 band: it grows 10% per passed check until "
+    "a check fails and halves it (`history`; the left plot). Seed 0 oscillates between "
+    "42 and 86 steps from iteration 1800 on, seed 1 between 39 and 81 from iteration 2100 "
+    "on (60 and 51 forward NFE per iteration over the last third of training); seed 2 "
+    "started learning at iteration ~2200 and was still climbing (25-50 steps, 21 NFE "
+    "over the last third).",
+    "- **NFE against Table 1.** The oscillation band reaches into the paper's grid range "
+    "65-129, its average sits just below it. Over the whole run the NFE per iteration is "
+    "20 ± 10 (22 with the checks), a fifth of the paper's 100.5, because a third to two "
+    "thirds of 3000 iterations are spent near chance at 2-9 steps; over the paper's "
+    "10 000 iterations that phase is a small share. The fewer iterations, not the "
+    "algorithm, set the whole-run figure.",
+    "- **Accuracy.** 87.3-99.1% (93.2 ± 5.9%) against the paper's 98.9 ± 0.6%: the test "
+    "accuracy is still rising at iteration 3000 (seed 2: 0.53 at 2000, 0.87 at 3000); the "
+    "best-trained seed (1) reaches 99.1%.",
+    "- **Solver independence of the final models.** The paper's report (test solvers "
+    "0.5-2x the step, midpoint, rk4) loses at most 9.1 / 2.9 / 2.5 points (seeds 0 / 1 / "
+    "2), and the far finer reference (rk4 at 256 and 512 steps, which agree) gives the "
+    "same figures as rk4 at the training step: the report and the reference agree, and "
+    "all three models pass at the paper's 0.1 threshold, seed 0 with under a point to "
+    "spare. The Euler models keep 84.2-96.2% under the exact flow of their field against "
+    "87.3-99.1% with their training solver: continuous at the paper's threshold, with the "
+    "2-9-point gap that the threshold allows (compare the MLP preset in `odeness.md` "
+    "section 3, whose 1-step models pass the report while their exact flow overflows).",
+    "- **Tolerance adaptation (dopri5, from the paper's 1e-6) never failed a check.** On "
+    "every seed each of the 59 checks grew the tolerance, so it rose at the rule's "
+    "maximum rate to 1e-6 x 1.1^59 = 2.8e-4 and was still rising at the end; the NFE per "
+    "iteration fell from 57-73 to 32-49 and rose again to 50-65 as the field grew more "
+    "complex while it learnt (45-56 on average; 48-60 with the checks). The final models "
+    "score 86.9-99.4% with their training solver and lose at most 0.3 points under the "
+    "reference: solver independent throughout. The paper's Fig. 21 shows the tolerance "
+    "fluctuating after an initial phase over 10 000 iterations; in 3000 iterations this "
+    "run reached only the end of the growth phase. fehlberg2 was not run in this setting "
+    "(the CPU budget); its MLP-preset run is in `odeness.md` section 2.",
+    "- Not run in this setting (the CPU budget): the Euler and RK4 grids with the paper's "
+    "model (`--paper --only grid,rk4`), so the grid row of Table 1 is compared with the "
+    "paper's figure only.",
+]
 
 
 SPREAD_NOTES: list[str] = [
-    "#### Why the adapted runs spread, and why passing the check is weaker than it looks",
+    "#### This section is the MLP preset, not the paper's setting",
+    "",
+    "These runs train the spheres preset (a ReLU MLP field on the zero-augmented point, "
+    "Adam 1e-2 with cosine decay and gradient clipping), not the paper's model and "
+    "optimiser (App. D.3: the Conv1d block, Adam 1e-4 constant, no clipping). With the "
+    "paper's setting (`odeness.py --paper`, `results/odeness_paper.md`) the same "
+    "`StepAdaptation` does what the paper describes: it grows the step while accuracy is "
+    "near chance, halves it once learning starts and then oscillates: seeds 0 and 1 "
+    "between 39 and 86 Euler steps once there (from iterations 1800 and 2100), at 60 and "
+    "51 forward NFE per iteration over the last third of training, just below Table 1's "
+    "65-129, with "
+    "models that pass the paper's check and the far finer reference at the 0.1 threshold. "
+    "The spread below is what this fast recipe does to Algorithm 2: the "
+    "MLP learns the task within a few hundred iterations, while the step is still the "
+    "large one that the starting step and the first passed checks give it.",
     "",
     "The run before this one ended with seeds 0 and 1 at 1 Euler step and seed 2 at 226 "
     "steps with a 13.8-point drop. Its training was the same as this run's for "
     "iterations 1-1499 (same seeds, same checks); only the check on the last iteration, "
     "which changed seed 2's solver to 226 steps for the final evaluation alone, is gone "
-    "(seed 2 is now evaluated at 113 steps, the step it trained with). Reading the "
-    "checks (`history` in odeness.json) and re-evaluating the models with accurate "
-    "solvers gives three reasons. None is a bug in hyperode: every decision follows "
-    "Algorithm 2 (Hairer's starting step, the factor-50 test solver, halving, the "
-    "re-checked growth), and the max-steps rule never acted (largest count 355 < 500).",
+    "(seed 2 is now evaluated at 113 steps, the step it trained with). Every decision in "
+    "`history` (odeness.json) follows Algorithm 2 (Hairer's starting step, the factor-50 "
+    "test solver, halving, the re-checked growth; the max-steps rule never acted: largest "
+    "count 355 < 500). Reading the checks and re-evaluating the models with accurate "
+    "solvers shows how this setting leads there:",
     "",
     "1. **The seeds part ways in the first ~450 iterations, while accuracy is near "
     "chance.** Seed 2's checks at iterations 50-350 compare batch accuracies of "
@@ -1032,7 +1097,8 @@ SPREAD_NOTES: list[str] = [
     "",
     "Single-batch noise adds to all three: when ~10% of the predictions change between "
     "the two solvers, the gap measured on 128 samples has a standard deviation of about "
-    "3 points. What would make the check stricter (not implemented): checks on several "
+    "3 points. In the paper's setting learning is slow enough for the checks to follow "
+    "it. What would make the check stricter (not implemented): checks on several "
     "batches or a held-out split, a lower threshold, a test solver whose step also "
     "shrinks with the field's stiffness (e.g. an adaptive dopri5 reference), or a "
     "penalty on the field's stiffness.",

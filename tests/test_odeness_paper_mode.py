@@ -60,7 +60,7 @@ def test_paper_mode_trains_the_papers_model_and_merges_seed_lists(tmp_path, caps
         assert set(r["reference"]) >= {"rk4_256", "rk4_512", "drop"}
     md = (tmp_path / "odeness_paper.md").read_text()
     assert "paper, Table 1: step adaptation | 100.5 | 98.9 ± 0.6%" in md
-    assert "step adaptation (Euler), 60 iterations, 2 seed(s)" in md
+    assert "step adaptation (Euler), 60 iterations, 2 seed(s)" in md and "last third" in md
     assert is_png(tmp_path / "odeness_paper_adaptation.png")
 
 
