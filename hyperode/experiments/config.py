@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -208,7 +208,7 @@ def resolve_run(config: TrainConfig) -> tuple[TrainConfig, SolverConfig]:
         _require_int(cfg, "max_steps_per_solve", 1)
     _require_real(cfg, "lr", positive=True)
     _require_real(cfg, "lr_min", positive=False)
-    if cfg.lr_min > cfg.lr:
+    if cast(float, cfg.lr_min) > cast(float, cfg.lr):  # both checked real just above
         raise ConfigError("lr_min", f"must not exceed lr={cfg.lr!r}, got {cfg.lr_min!r}")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got "

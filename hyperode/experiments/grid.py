@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -247,7 +247,7 @@ def _evaluate_point(cfg: TrainConfig, model: Any, results: dict[str, Any], split
     t0 = time.process_time()
     rep = solver_independence_report(model, split, solver, threshold=threshold,
                                      step_factors=step_factors, tol_factors=tol_factors,
-                                     batch_size=cfg.eval_batch_size)
+                                     batch_size=cast(int, cfg.eval_batch_size))
     s0, s1 = neural_odes(model)[0].t_span
     nfe = results["nfe"]
     cpu_report = time.process_time() - t0

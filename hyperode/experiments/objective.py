@@ -13,6 +13,7 @@ gradient synchronisation cover ``log_prob``, which is not ``forward``.
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ class Objective(nn.Module):
             losses = F.cross_entropy(logits, y, reduction="none")
             correct = (logits.detach().argmax(dim=1) == y).sum()
         else:
-            losses = -self.model.log_prob(x)
+            losses = -cast(Any, self.model).log_prob(x)  # checked callable in __init__
             correct = torch.zeros((), device=losses.device)
         counts = torch.stack([losses.detach().sum().double(), correct.double(),
                               torch.tensor(float(len(losses)), dtype=torch.float64,

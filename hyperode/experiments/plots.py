@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib
 
@@ -19,6 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Split
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _DPI = 110
 
@@ -88,7 +91,7 @@ def plot_training_curves(records: list[dict[str, Any]], path: str | Path, kind: 
     plt.close(fig)
 
 
-def _mark_solver_changes(ax: plt.Axes, records: list[dict[str, Any]]) -> None:
+def _mark_solver_changes(ax: Axes, records: list[dict[str, Any]]) -> None:
     """Vertical lines where the solver in use changed (e.g. step adaptation)."""
     previous = None
     changes = []
@@ -163,15 +166,16 @@ def plot_decision_regions(model: nn.Module, split: Split, path: str | Path,
 
 
 @torch.no_grad()
-def _trajectories(ax: plt.Axes, model: nn.Module, split: Split, device: torch.device,
+def _trajectories(ax: Axes, model: nn.Module, split: Split, device: torch.device,
                   n: int) -> None:
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(split.n_test, generator=g)[:n]
     x = split.x_test[idx].to(device)
     y = split.y_test[idx].numpy() if split.y_test is not None else np.zeros(len(idx))
-    s0, s1 = model.node.t_span
+    node_model = cast(Any, model)  # a ContinuousDepthModel: node.t_span, trajectory()
+    s0, s1 = node_model.node.t_span
     ts = torch.linspace(s0, s1, 41, dtype=torch.float64, device=device)
-    traj = model.trajectory(x, ts)  # [T, B, ...]
+    traj = node_model.trajectory(x, ts)  # [T, B, ...]
     traj = traj.reshape(traj.shape[0], traj.shape[1], -1).cpu().numpy()
     d = traj.shape[-1]
     if d == 2:
@@ -206,9 +210,10 @@ def plot_density(model: nn.Module, split: Split, path: str | Path, *, seed: int 
                             n=resolution, margin=0.1)
         grid = torch.as_tensor(pts, dtype=split.x_test.dtype, device=device)
         g = torch.Generator(device=device).manual_seed(seed)
-        logp = _batched(lambda xb: model.log_prob(xb), grid, batch=2048).cpu().numpy()
+        cnf = cast(Any, model)  # a CNFModel: log_prob(), sample()
+        logp = _batched(lambda xb: cnf.log_prob(xb), grid, batch=2048).cpu().numpy()
         with torch.no_grad():
-            samples = model.sample(n_samples, generator=g).cpu().numpy()
+            samples = cnf.sample(n_samples, generator=g).cpu().numpy()
     finally:
         model.train(was_training)
     extent = [gx.min(), gx.max(), gy.min(), gy.max()]

@@ -36,7 +36,7 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -256,7 +256,8 @@ def load_weights(path: str | os.PathLike, module: torch.nn.Module) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """Every global RNG a training step may draw from, as plain data."""
-    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global stream is the point
+    # the legacy global stream is the point; legacy=True (the default) gives the tuple
+    np_state = cast(tuple, np.random.get_state())  # noqa: NPY002
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -373,7 +374,8 @@ def check_metrics_log(path: str | os.PathLike, keep_up_to: int) -> list[str]:
                                   f"integer 'iteration' ({line[:60]!r})")
         if iteration <= keep_up_to:
             kept.append(line)
-    if torn.strip() and _iteration_of(torn) is not None and _iteration_of(torn) <= keep_up_to:
+    torn_iteration = _iteration_of(torn) if torn.strip() else None
+    if torn_iteration is not None and torn_iteration <= keep_up_to:
         kept.append(torn)  # a complete record whose newline was lost
     found = [_iteration_of(line) for line in kept]
     if found != list(range(1, keep_up_to + 1)):

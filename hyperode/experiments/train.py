@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -146,7 +146,7 @@ def train(config: TrainConfig, callbacks: Sequence[Callback] | Callback | None =
     threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    ctx, device = setup_distributed(cfg.device)
+    ctx, device = setup_distributed(cast(str, cfg.device))  # resolve_run sets it
     try:
         trainer = _Trainer(cfg, solver, requested, ctx, device, as_callback_list(callbacks),
                            model, split)
@@ -267,13 +267,13 @@ class _Trainer:
             self.train_objective = DistributedDataParallel(
                 self.objective, device_ids=[device] if device.type == "cuda" else None)
         self.evaluator = Evaluator(self.model, self.objective, self.kind, self.features,
-                                   batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                                   batch_size=cast(int, cfg.eval_batch_size), seed=cfg.seed,
                                    device=device, ctx=ctx, guard=self.guard, show=self.show)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(cfg, self.params)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=cfg.iterations, eta_min=cfg.lr_min)
-        self.plan = BatchPlan(self.split.n_train, cfg.batch_size, cfg.seed, ctx)
+            self.optimizer, T_max=cast(int, cfg.iterations), eta_min=cast(float, cfg.lr_min))
+        self.plan = BatchPlan(self.split.n_train, cast(int, cfg.batch_size), cfg.seed, ctx)
         self.data = _to_device(self.split, device)
         self.state = TrainState(
             config=self.cfg, model=self.model, optimizer=self.optimizer,
@@ -445,7 +445,8 @@ class _Trainer:
                                                                    start_state)
         longest = self.guard.longest_adaptive_solve()  # before callbacks solve anything
         self._after_backward(i, start_state)
-        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        clip = cast(float, self.cfg.clip)  # resolved: a number >= 0
+        max_norm = clip if clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         stats = torch.cat([counts.detach().cpu(), torch.tensor(
             [nfe_forward, nfe_backward, float(grad_norm), float(self.stop_flag.requested)],
@@ -547,21 +548,24 @@ class _Trainer:
                    dynamic_ncols=True, disable=not self.show, unit="it")
         status = "completed"
         try:
-            while state.iteration < cfg.iterations:
+            iterations = cast(int, cfg.iterations)  # resolved config: all three set
+            eval_every, checkpoint_every = cast(int, cfg.eval_every), \
+                cast(int, cfg.checkpoint_every)
+            while state.iteration < iterations:
                 record = self._step(state.iteration)
                 state.metrics = record
                 self.callbacks.on_iteration_end(state)
                 self._sync_solver()
                 stopping = (state.stop_training or self.stop_flag.requested
-                            or state.iteration == cfg.iterations)
-                if state.iteration % cfg.eval_every == 0 or stopping:
+                            or state.iteration == iterations)
+                if state.iteration % eval_every == 0 or stopping:
                     try:
                         self._evaluate_into(record)
                     except SolverError as e:
                         raise self._eval_failure(e) from e
                 if log is not None:
                     log.write(record)
-                if state.iteration % cfg.checkpoint_every == 0 or stopping:
+                if state.iteration % checkpoint_every == 0 or stopping:
                     self._save_checkpoint()
                 bar.update(1)
                 bar.set_postfix(_postfix(record), refresh=False)
@@ -766,6 +770,10 @@ class _DeviceData:
 
 
 def _to_device(split: Split, device: torch.device) -> _DeviceData:
+    @overload
+    def move(t: Tensor) -> Tensor: ...
+    @overload
+    def move(t: None) -> None: ...
     def move(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.to(device)
 
@@ -775,7 +783,7 @@ def _to_device(split: Split, device: torch.device) -> _DeviceData:
 
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cast(float, cfg.lr), weight_decay=cast(float, cfg.weight_decay))
 
 
 def _to_cpu(obj: Any) -> Any:
