@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .errors import MaxStepsExceededError, StepSizeUnderflowError
-from .odeint import Solution, check_bool, check_func, check_t, real_state_layout, solve
+from .odeint import S, Solution, check_bool, check_func, check_t, real_state_layout, solve
 from .solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from .solvers.norms import mixed_norm, rms_norm
 from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
@@ -49,7 +49,7 @@ BACKWARD_MODES = ("backsolve", "checkpoint")
 
 
 @dataclass
-class AdjointSolution(Solution):
+class AdjointSolution(Solution[S]):
     """A ``Solution`` whose ``backward_stats`` (NFE, accepted and rejected steps of the
     adjoint solve, summed over output intervals) fill in when ``.backward()`` runs."""
 
@@ -57,22 +57,22 @@ class AdjointSolution(Solution):
 
 
 def odeint_adjoint(
-    func: Callable[[Tensor, State], State],
-    y0: State,
+    func: Callable[[Tensor, S], S],
+    y0: S,
     t: Tensor | Sequence[float],
     *,
     rtol: float | Tensor = 1e-7,
     atol: float | Tensor = 1e-9,
     method: Any = None,
     options: dict[str, Any] | None = None,
-    event_fn: Callable[[Tensor, State], Tensor] | None = None,
+    event_fn: Callable[[Tensor, S], Tensor] | None = None,
     adjoint_rtol: float | Tensor | None = None,
     adjoint_atol: float | Tensor | None = None,
     adjoint_method: Any = None,
     adjoint_options: dict[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
     event_per_sample: bool = False,
-) -> State | tuple[Tensor, State]:
+) -> S | tuple[Tensor, S]:
     """``odeint`` with gradients by the adjoint method; torchdiffeq's signature.
 
     Returns ``[len(t), *y0.shape]`` (a tuple for a tuple ``y0``); with ``event_fn``
@@ -84,26 +84,28 @@ def odeint_adjoint(
         adjoint_options=adjoint_options, adjoint_params=adjoint_params,
         event_per_sample=event_per_sample,
     )
-    return sol.ys if event_fn is None else (sol.event_t, sol.ys)
+    if event_fn is None:
+        return sol.ys
+    return cast(Tensor, sol.event_t), sol.ys  # an event solve sets event_t
 
 
 def solve_adjoint(
-    func: Callable[[Tensor, State], State],
-    y0: State,
+    func: Callable[[Tensor, S], S],
+    y0: S,
     t: Tensor | Sequence[float],
     *,
     rtol: float | Tensor = 1e-7,
     atol: float | Tensor = 1e-9,
     method: Any = None,
     options: dict[str, Any] | None = None,
-    event_fn: Callable[[Tensor, State], Tensor] | None = None,
+    event_fn: Callable[[Tensor, S], Tensor] | None = None,
     adjoint_rtol: float | Tensor | None = None,
     adjoint_atol: float | Tensor | None = None,
     adjoint_method: Any = None,
     adjoint_options: dict[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
     event_per_sample: bool = False,
-) -> AdjointSolution:
+) -> AdjointSolution[S]:
     """Solve forward without a graph; gradients come from the backward adjoint solve.
 
     Args:
@@ -161,9 +163,9 @@ def solve_adjoint(
     # As in torchdiffeq, the event time is an output of the adjoint function (so that
     # backward() through it runs) whose own gradient is zero: hyperode.odeint_event
     # attaches the implicit-function gradient.
-    return AdjointSolution(ts=forward.ts if event_fn is not None else
+    return AdjointSolution(ts=cast(Tensor, forward.ts) if event_fn is not None else
                            (t if isinstance(t, Tensor) else t_tensor),
-                           ys=layout.unflatten(ys_flat), stats=forward.stats,
+                           ys=cast(S, layout.unflatten(ys_flat)), stats=forward.stats,
                            event_t=event_t if event_fn is not None else None,
                            backward_stats=backward.stats)
 
@@ -264,6 +266,12 @@ class _BackwardConfig:
             return cls(rtol=rtol, atol=atol, method=method, options={}, norm_kind="default",
                        forward_norm=mixed_norm, t_grad=t_grad, stats=stats, callbacks={},
                        mode=mode)
+        if opts.get("per_sample_steps"):
+            raise ValueError(
+                "adjoint_options['per_sample_steps'] = True: the backward solve of "
+                "odeint_adjoint holds the parameter adjoints, which have no batch dimension, "
+                "so it cannot step per sample; give adjoint_options without it (the forward "
+                "solve may still use options=dict(per_sample_steps=True))")
         norm_kind = opts.pop("norm", "default")
         if isinstance(norm_kind, str) and norm_kind not in ADJOINT_NORMS:
             raise ValueError(f"adjoint_options['norm'] = {norm_kind!r} is unknown; use one of "
@@ -430,7 +438,7 @@ class _AdjointFunction(torch.autograd.Function):
                     tt = torch.full((), times[i], dtype=ys.dtype, device=ys.device)
                     d = torch.dot(flat_f(tt, ys[i].detach()).reshape(-1), grad_ys[i].reshape(-1))
                 stats.nfe += 1
-                time_vjps[i] = d
+                cast(Tensor, time_vjps)[i] = d
                 state[2] = state[2] - d
             plan = resolve(cfg.method, options, cfg.rtol, cfg.atol, back_layout, func=dynamics)
             try:
@@ -447,10 +455,10 @@ class _AdjointFunction(torch.autograd.Function):
             state[0] = ys[i - 1]
             state[1] = state[1] + grad_ys[i - 1]
         if t_grad:
-            time_vjps[0] = state[2]
+            cast(Tensor, time_vjps)[0] = state[2]
         grad_params = state[3:] if t_grad else state[2:]
         assert len(grad_params) == n_param_inputs
-        grad_t = time_vjps.to(t.dtype) if t_grad else None
+        grad_t = cast(Tensor, time_vjps).to(t.dtype) if t_grad else None
         return (None, None, None, None, grad_t, state[1], *grad_params)
 
 
@@ -491,10 +499,11 @@ def _checkpoint_backward(func: Callable, layout: StateLayout, plan: SolvePlan,
 
     for i in range(len(times) - 1, 0, -1):
         if t_grad:
-            time_vjps[i] = f_dot(i, grad_ys[i])
+            cast(Tensor, time_vjps)[i] = f_dot(i, grad_ys[i])
         with torch.enable_grad():
             start = ys[i - 1].detach().requires_grad_(True)
-            sol = solve(func, layout.unflatten(start), [times[i - 1], times[i]], plan=plan)
+            y_start: Any = layout.unflatten(start)  # the state's own type (tensor or tuple)
+            sol = solve(func, y_start, [times[i - 1], times[i]], plan=plan)
             end = _flatten_leading(sol.ys, layout)[-1]
             if end.requires_grad:
                 grads = torch.autograd.grad(end, (start, *params), a, allow_unused=True)
@@ -506,7 +515,7 @@ def _checkpoint_backward(func: Callable, layout: StateLayout, plan: SolvePlan,
             if g is not None:
                 grad_params[k] = grad_params[k] + g
     if t_grad:
-        time_vjps[0] = -f_dot(0, a - grad_ys[0])
+        cast(Tensor, time_vjps)[0] = -f_dot(0, a - grad_ys[0])
     return time_vjps, a, grad_params
 
 
@@ -528,5 +537,5 @@ def _torchdiffeq_state(callback: Callable, t_grad: bool) -> Callable:
 def _flatten_leading(ys: State, layout: StateLayout) -> Tensor:
     """``[T, *shape]`` (or a tuple of them) -> ``[T, n]`` for a tuple, unchanged otherwise."""
     if not layout.is_tuple:
-        return ys
+        return cast(Tensor, ys)
     return torch.cat([m.reshape(m.shape[0], -1) for m in ys], dim=1)

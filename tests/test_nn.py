@@ -702,3 +702,24 @@ def test_architecture_layouts():
 def test_architectures_reject(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_time_concat_takes_one_time_per_sample():
+    """A [B] time (per-sample step sizes) gives each sample its own time feature, equal
+    to calling the field on that sample alone."""
+    torch.manual_seed(0)
+    f = TimeConcat(nn.Linear(3, 2).double())
+    z = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    out = f(t, z)
+    for b in range(4):
+        torch.testing.assert_close(out[b:b + 1], f(t[b], z[b:b + 1]), rtol=0, atol=0)
+    conv = TimeConcat(nn.Conv2d(2, 1, 1).double())
+    img = torch.randn(4, 1, 3, 3, dtype=torch.float64)
+    out = conv(t, img)
+    torch.testing.assert_close(out[2:3], conv(t[2], img[2:3]), rtol=0, atol=0)
+    sol = hyperode.solve(f, z, torch.tensor([0.0, 1.0], dtype=torch.float64), method="dopri5",
+                         options=dict(per_sample_steps=True))
+    alone = hyperode.solve(f, z[1:2], torch.tensor([0.0, 1.0], dtype=torch.float64),
+                           method="dopri5")
+    torch.testing.assert_close(sol.ys[-1, 1:2], alone.ys[-1], rtol=1e-6, atol=1e-8)

@@ -49,6 +49,9 @@ class Autonomous(nn.Module):
 class TimeConcat(nn.Module):
     """``f(t, z) = net(cat([z, t * 1], dim))``: time as an extra input feature/channel.
 
+    ``t`` is a scalar, or a ``[B]`` tensor of one time per sample of a ``[B, ...]``
+    state (per-sample step sizes).
+
     Args:
         net: maps the state with one extra slice along ``dim`` back to the state's
             shape, e.g. ``Linear(D + 1, D)`` for ``[B, D]`` states or ``Conv2d(C + 1, C,
@@ -65,8 +68,12 @@ class TimeConcat(nn.Module):
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         shape = list(z.shape)
         shape[self.dim] = 1
-        tt = torch.as_tensor(t, dtype=z.dtype, device=z.device).expand(shape)
-        return self.net(torch.cat([z, tt], dim=self.dim))
+        tt = torch.as_tensor(t, dtype=z.dtype, device=z.device)
+        if tt.dim() == 1 and z.dim() > 1 and tt.shape[0] == z.shape[0]:
+            # one time per sample ([B], options=dict(per_sample_steps=True)): t_b fills
+            # sample b's slice
+            tt = tt.reshape(-1, *([1] * (z.dim() - 1)))
+        return self.net(torch.cat([z, tt.expand(shape)], dim=self.dim))
 
 
 class DataControlled(nn.Module):
