@@ -818,7 +818,8 @@ def _tolerance_adaptation_md(a: dict[str, Any]) -> list[str]:
     lines = ["### Tolerance adaptation (Algorithm 3)", "",
              f"spheres, {a['method']} training, {a['iterations']} iterations, start tolerance "
              f"{a['runs'][0]['initial_tol']:g}, checks every 50 iterations, threshold 0.1, "
-             "test solver dopri5 at tol/10 (tightened while it takes no more NFE), min 2 "
+             f"test solver dopri5 at tol/{5 if a['method'] == 'fehlberg2' else 10} "
+             "(tightened while it takes no more NFE), min 2 "
              "steps.", "",
              "| seed | test acc. | final tol | train NFE fwd per iter | check NFE per iter | "
              "max drop, report | reference acc. |", "|---|---|---|---|---|---|---|"]
