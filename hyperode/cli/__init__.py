@@ -1,7 +1,7 @@
 """The ``hyperode`` command (also ``python -m hyperode``).
 
 One module per command (``train``, ``adapt``, ``grid``, ``odeness``, ``hyper``,
-``demo``), the argument types they share in ``args`` and the error reporting in
+``sample``, ``demo``), the argument types they share in ``args`` and the error reporting in
 ``errors``. Errors: every command turns the library's errors into one line on stderr,
 ``hyperode <command>: error: ...``, naming the flag or the file, and exits with status
 2 for bad input (an invalid flag, a damaged run folder or data file, ``--resume`` with
@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import adapt, demo, grid, hyper, odeness, train
+from . import adapt, demo, grid, hyper, odeness, sample, train
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, Parser, describe_error
 from .train import train_config_from_args
 
@@ -35,6 +35,7 @@ def build_parser() -> Parser:
     odeness.add_parser(sub)
     adapt.add_parser(sub)
     grid.add_parser(sub)
+    sample.add_parser(sub)
     return parser
 
 

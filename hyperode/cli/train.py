@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 
 from ..data import DENSITIES
+from ..errors import ConfigError
 from ..experiments import TrainConfig, train
 from ..experiments.config import DEVICES, OPTIMIZERS
+from ..experiments.flow import FLOW_TASKS, FlowRunConfig, flow_task_fields, train_flow_run
 from ..experiments.tasks import TASKS
+from ..flow.couplings import COUPLINGS
+from ..flow.paths import PATHS
 from ..solvers.methods import METHODS
 from .errors import EXIT_INTERRUPTED, guarded
 
@@ -23,6 +27,7 @@ examples:
   hyperode train --task spheres                  # Sphere2, dopri5; about 30 s on 2 CPU cores
   hyperode train --task digits --method euler --num-steps 4 --out runs/digits-euler
   hyperode train --task cnf2d --density rings --adjoint --seminorm
+  hyperode train --task fm2d --density checkerboard --coupling ot --out runs/fm2d
   hyperode train --task mnist --data-dir ~/data/mnist --device cuda
   hyperode train --task digits --out runs/digits-euler --resume   # continue that run
   torchrun --nproc_per_node 2 -m hyperode train --task digits      # data parallel
@@ -33,6 +38,13 @@ model.safetensors. Ctrl-C finishes the current iteration and writes a checkpoint
 --resume continues from it. A diverging run (non-finite loss or gradient, a failed
 solve, a solve over --max-steps-per-solve) stops with a one-line error after writing
 a checkpoint of the state before the failing iteration.
+
+The flow-matching tasks (fm2d, fm-digits, fm-mnist5k) train without solving (the
+conditional flow-matching regression) and take the data, optimisation and run options
+(not the solver ones, --resume or the evaluation schedule) plus --path, --sigma-min,
+--coupling and --ema. Their folder holds config.json, model.safetensors, results.json
+(loss history; quality of dopri5 samples against held-out data), training_loss.png and
+samples.png; hyperode sample fit|eval fits and compares few-step samplers on it.
 """
 
 
@@ -44,6 +56,11 @@ def _task_table() -> str:
         lines.append(f"  {name:8s} {task.summary}{data}")
         lines.append(f"  {'':8s}   model {'|'.join(task.models)}; {p.solver.describe()}; "
                      f"{p.iterations} it, batch {p.batch_size}, {p.optimizer} lr {p.lr:g}")
+    for name, flow in FLOW_TASKS.items():
+        c = flow.train
+        lines.append(f"  {name:8s} {flow.summary}")
+        lines.append(f"  {'':8s}   {c.path} path, {c.coupling} coupling; {c.iterations} it, "
+                     f"batch {c.batch_size}, adamw lr {c.lr:g}, ema {c.ema:g}")
     return "\n".join(lines)
 
 
@@ -58,16 +75,34 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=TRAIN_EPILOG.format(tasks=_task_table()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_train_arguments(p)
+    add_train_arguments(p, flow_tasks=True)
+    flow = p.add_argument_group(
+        "flow matching", "only for the tasks fm2d, fm-digits, fm-mnist5k (checked by "
+                         "hyperode.flow.FlowTrainConfig)")
+    flow.add_argument("--path", metavar="|".join(PATHS),
+                      help="probability path (default linear)")
+    flow.add_argument("--sigma-min", type=float, metavar="S",
+                      help="the linear path's end-point noise in [0, 1) (default 0)")
+    flow.add_argument("--coupling", metavar="|".join(COUPLINGS),
+                      help="pairing of noise and data: independent (default) or ot "
+                           "(minibatch optimal transport)")
+    flow.add_argument("--ema", type=float, metavar="DECAY",
+                      help="weight-EMA decay in [0, 1), 0 off (default: the task's)")
     p.set_defaults(run=run, parser=p)
     return p
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+#: The options only the flow-matching tasks take (``FlowRunConfig`` fields).
+FLOW_OPTIONS = ("path", "sigma_min", "coupling", "ema")
+
+
+def add_train_arguments(p: argparse.ArgumentParser, *, flow_tasks: bool = False) -> None:
     """Every ``TrainConfig`` option (``dest`` = the field), in groups; shared by
-    ``hyperode train`` and ``hyperode adapt``."""
+    ``hyperode train`` and ``hyperode adapt`` (``flow_tasks``: the flow-matching tasks
+    are ``--task`` choices too)."""
     data = p.add_argument_group("data")
-    data.add_argument("--task", required=True, choices=list(TASKS), help="what to train on")
+    tasks = list(TASKS) + (list(FLOW_TASKS) if flow_tasks else [])
+    data.add_argument("--task", required=True, choices=tasks, help="what to train on")
     data.add_argument("--dim", type=int, help="dimension of the spheres task (default 2)")
     data.add_argument("--density", choices=DENSITIES,
                       help="2-D target density of the cnf2d task (default pinwheel)")
@@ -143,7 +178,28 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given)
 
 
+def flow_config_from_args(args: argparse.Namespace) -> FlowRunConfig:
+    """The ``FlowRunConfig`` of parsed ``train`` arguments for a flow-matching task; an
+    option it does not take is a ``ConfigError`` naming it."""
+    taken = flow_task_fields()
+    given = {name: value for name, value in vars(args).items()
+             if (name in TrainConfig.__dataclass_fields__ or name in FLOW_OPTIONS)
+             and value is not None}
+    for name in given:
+        if name not in taken:
+            raise ConfigError(name, f"does not apply to the flow-matching task {args.task} "
+                                    f"(it trains without a solver; see hyperode train -h)")
+    return FlowRunConfig(**given)
+
+
 @guarded
 def run(args: argparse.Namespace) -> int:
+    if args.task in FLOW_TASKS:
+        train_flow_run(flow_config_from_args(args))
+        return 0
+    for name in FLOW_OPTIONS:
+        if getattr(args, name, None) is not None:
+            raise ConfigError(name, f"applies only to the flow-matching tasks "
+                                    f"({', '.join(FLOW_TASKS)}), not to {args.task}")
     result = train(train_config_from_args(args), handle_signals=True)
     return EXIT_INTERRUPTED if result.results.get("status") == "interrupted" else 0
