@@ -77,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     add_train_arguments(p, flow_tasks=True)
     flow = p.add_argument_group(
-        "flow matching", "only for the tasks fm2d, fm-digits, fm-mnist5k (checked by "
+        "flow matching", "only for the tasks fm2d, fm-digits, fm-mnist5k (--path, "
+                         "--sigma-min, --coupling, --ema are checked by "
                          "hyperode.flow.FlowTrainConfig)")
     flow.add_argument("--path", metavar="|".join(PATHS),
                       help="probability path (default linear)")
@@ -88,12 +89,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                            "(minibatch optimal transport)")
     flow.add_argument("--ema", type=float, metavar="DECAY",
                       help="weight-EMA decay in [0, 1), 0 off (default: the task's)")
+    flow.add_argument("--classifier-epochs", type=int, metavar="N",
+                      help="image tasks: epochs of the feature classifier the sample "
+                           "quality is measured with (default 30; fm-mnist5k 10)")
     p.set_defaults(run=run, parser=p)
     return p
 
 
 #: The options only the flow-matching tasks take (``FlowRunConfig`` fields).
-FLOW_OPTIONS = ("path", "sigma_min", "coupling", "ema")
+FLOW_OPTIONS = ("path", "sigma_min", "coupling", "ema", "classifier_epochs")
 
 
 def add_train_arguments(p: argparse.ArgumentParser, *, flow_tasks: bool = False) -> None:

@@ -182,6 +182,11 @@ register_flow_task(FlowTask(
 ))
 
 
+def task_is_image(task: FlowTask) -> bool:
+    """The task's samples are images (it has a feature classifier)."""
+    return not task.uses_density
+
+
 def get_flow_task(name: str) -> FlowTask:
     if name not in FLOW_TASKS:
         raise ConfigError("task", f"must be one of {', '.join(FLOW_TASKS)}, got {name!r}")
@@ -216,6 +221,8 @@ class FlowRunConfig:
     (end of the cosine schedule; ``final_lr_fraction = lr_min / lr``), ``weight_decay``,
     ``clip`` (gradient-norm clip; 0: off), ``path``, ``sigma_min``, ``coupling``,
     ``ema``, ``seed``.
+    Evaluation: ``classifier_epochs`` (image tasks: epochs of the feature classifier;
+    default the task's).
     Run: ``out`` (folder; default ``runs/<task>-<timestamp>``), ``device``, ``threads``
     (default 1), ``quiet``, ``plots``.
     """
@@ -236,6 +243,7 @@ class FlowRunConfig:
     coupling: str | None = None
     ema: float | None = None
     seed: int = 0
+    classifier_epochs: int | None = None
     out: str | None = None
     device: str | None = None
     threads: int | None = None
@@ -307,6 +315,15 @@ def check_run_config(run: FlowRunConfig) -> FlowTask:
         value = getattr(run, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(name, f"must be an integer >= 0, got {value!r}")
+    if run.classifier_epochs is not None:
+        if not task_is_image(task):
+            raise ConfigError("classifier_epochs", f"the {run.task} task has no feature "
+                                                   f"classifier (2-D samples)")
+        if isinstance(run.classifier_epochs, bool) or not isinstance(run.classifier_epochs,
+                                                                     int) \
+                or run.classifier_epochs < 1:
+            raise ConfigError("classifier_epochs", f"must be an integer >= 1, got "
+                                                   f"{run.classifier_epochs!r}")
     if run.threads is not None and (not isinstance(run.threads, int) or run.threads < 1):
         raise ConfigError("threads", f"must be an integer >= 1, got {run.threads!r}")
     if run.device not in (None, "cpu", "cuda"):
@@ -371,7 +388,7 @@ def _train(run: FlowRunConfig, task: FlowTask, train_cfg: FlowTrainConfig,
     say(f"  trained in {history.seconds:.1f} s; final loss {history.loss[-1][1]:.4g}")
 
     quality_of = run_quality(run_dir, data, seed=train_cfg.seed, train_classifier=True,
-                             epochs=task.classifier_epochs)
+                             epochs=run.classifier_epochs or task.classifier_epochs)
     x0 = torch.randn((data.test.shape[0], *data.shape),
                      generator=torch.Generator().manual_seed(train_cfg.seed + 7)).to(device)
     reference = AdaptiveSampler("dopri5", REFERENCE_TOL, REFERENCE_TOL)(field, x0)
