@@ -16,13 +16,13 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from .errors import NonFiniteStateError, user_stacklevel
-from .solvers.adaptive import integrate_adaptive
+from .solvers.adaptive import AdaptiveConfig, integrate_adaptive
 from .solvers.config import SolvePlan, resolve
 from .solvers.events import EventWatch
 from .solvers.fixed import Grid, first_nonfinite_time, integrate_fixed, merged_times
@@ -30,9 +30,13 @@ from .solvers.per_sample import PerSampleField, PerSampleStats, integrate_per_sa
 from .solvers.problem import Callbacks, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
 
+#: The state's type in a solve, as given: one tensor, a tuple of tensors, or (for a
+#: caller that holds either) ``State``; ``Solution.ys`` has the same type.
+S = TypeVar("S", Tensor, tuple[Tensor, ...], State)
+
 
 @dataclass
-class Solution:
+class Solution(Generic[S]):
     """Result of ``solve``.
 
     Attributes:
@@ -45,23 +49,23 @@ class Solution:
     """
 
     ts: Tensor
-    ys: State
+    ys: S
     stats: SolverStats
     event_t: Tensor | None = None
 
 
 def odeint(
-    func: Callable[[Tensor, State], State],
-    y0: State,
+    func: Callable[[Tensor, S], S],
+    y0: S,
     t: Tensor | Sequence[float],
     *,
     rtol: float | Tensor | Sequence[float | Tensor] = 1e-7,
     atol: float | Tensor | Sequence[float | Tensor] = 1e-9,
     method: Any = None,
     options: dict[str, Any] | None = None,
-    event_fn: Callable[[Tensor, State], Tensor] | None = None,
+    event_fn: Callable[[Tensor, S], Tensor] | None = None,
     event_per_sample: bool = False,
-) -> State | tuple[Tensor, State]:
+) -> S | tuple[Tensor, S]:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at every ``t``.
 
     Same signature, semantics and return type as ``torchdiffeq.odeint``; see
@@ -74,23 +78,25 @@ def odeint(
     """
     sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options,
                 event_fn=event_fn, event_per_sample=event_per_sample)
-    return sol.ys if event_fn is None else (sol.event_t, sol.ys)
+    if event_fn is None:
+        return sol.ys
+    return cast(Tensor, sol.event_t), sol.ys  # an event solve sets event_t
 
 
 def solve(
-    func: Callable[[Tensor, State], State],
-    y0: State,
+    func: Callable[[Tensor, S], S],
+    y0: S,
     t: Tensor | Sequence[float],
     *,
     rtol: float | Tensor | Sequence[float | Tensor] = 1e-7,
     atol: float | Tensor | Sequence[float | Tensor] = 1e-9,
     method: Any = None,
     options: dict[str, Any] | None = None,
-    event_fn: Callable[[Tensor, State], Tensor] | None = None,
+    event_fn: Callable[[Tensor, S], Tensor] | None = None,
     event_per_sample: bool = False,
     plan: SolvePlan | None = None,
     callback_suffix: str = "",
-) -> Solution:
+) -> Solution[S]:
     """Solve an initial value problem and return a ``Solution`` with statistics.
 
     Args:
@@ -167,7 +173,8 @@ def solve(
     if plan.per_sample_steps:
         f, stats = PerSampleField(func, layout), PerSampleStats()
     else:
-        f, stats = VectorField(func, layout), SolverStats()
+        f, stats = VectorField(cast("Callable[[Tensor, State], State]", func), layout), \
+            SolverStats()
     if plan.record_steps:
         stats.accepted_ts, stats.rejected_ts = [], []
     y0_flat = layout.flatten(y0)
@@ -206,26 +213,30 @@ def solve(
         if watch is None and plan.interp is None:
             grid_times = list(merged_times(grid, t_list))
     elif plan.per_sample_steps:
-        ys = integrate_per_sample(f, plan.method, y_start, t_list, plan.adaptive, stats,
+        ys = integrate_per_sample(cast(PerSampleField, f), plan.method, y_start, t_list,
+                                  cast(AdaptiveConfig, plan.adaptive), cast(PerSampleStats, stats),
                                   norm=plan.options.get("norm"),
                                   compact=bool(plan.options.get("compact_finished", False)))
     else:
         if watch is not None:
-            ys = integrate_adaptive(f, plan.method, y_start, t_list[:1], plan.adaptive, stats,
+            ys = integrate_adaptive(f, plan.method, y_start, t_list[:1],
+                                    cast(AdaptiveConfig, plan.adaptive), stats,
                                     callbacks=callbacks, watch=watch,
                                     direction=1.0 if t_list[1] > t_list[0] else -1.0)
         else:
-            ys = integrate_adaptive(f, plan.method, y_start, t_list, plan.adaptive, stats,
+            ys = integrate_adaptive(f, plan.method, y_start, t_list,
+                                    cast(AdaptiveConfig, plan.adaptive), stats,
                                     callbacks=callbacks)
     ys[0] = y0_flat if plan.kind != "external" else y0_flat.detach()
 
     event_t = None
     if watch is not None:
-        ys.append(watch.y_event)
+        ys.append(cast(Tensor, watch.y_event))  # the event fired (else an error above)
         times = watch.event_t
         event_t = torch.tensor(times, dtype=t_tensor.dtype if t_tensor.is_floating_point()
                                else torch.float64, device=t_tensor.device)
-        t_out = [t_list[0], times if isinstance(times, float) else max(times, key=abs)]
+        t_out = [t_list[0], times if isinstance(times, float)
+                 else max(cast("list[float]", times), key=abs)]
     else:
         t_out = t_list
         if t_grad:  # dy(t_i)/dt_i = f(t_i, y_i)
@@ -241,7 +252,7 @@ def solve(
     if event_t is not None:
         ts = torch.stack([t_tensor[0].detach(), event_t.reshape(-1)[0]]) \
             if event_t.ndim == 0 else t_tensor.detach()
-    return Solution(ts=ts, ys=layout.unflatten(out), stats=stats, event_t=event_t)
+    return Solution(ts=ts, ys=cast(S, layout.unflatten(out)), stats=stats, event_t=event_t)
 
 
 def _tangent(t_i: Tensor, dtype: torch.dtype) -> Tensor:

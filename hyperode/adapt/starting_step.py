@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from ..nn.node import NeuralODE
 from ..nn.odes import neural_odes
 from ..solvers.adaptive import AdaptiveConfig, initial_step
 from ..solvers.controllers import IController
 from ..solvers.norms import rms_norm
+from ..solvers.problem import VectorField
 
 
 def starting_step(f: Callable[[Tensor, Tensor], Tensor], t0: float, y0: Tensor, order: int, *,
@@ -63,14 +66,16 @@ def starting_step(f: Callable[[Tensor, Tensor], Tensor], t0: float, y0: Tensor, 
                          max_step=max_step)
     with torch.no_grad():
         f0 = field(t0, y0)
-        return float(initial_step(field, t0, y0, f0, direction, 1.0 / (order + 1), cfg))
+        # initial_step only calls f(t, y); a VectorField's counting is not needed here
+        return float(initial_step(cast(VectorField, field), t0, y0, f0, direction,
+                                  1.0 / (order + 1), cfg))
 
 
 class _Captured(Exception):
     """Raised by the capture hook to stop the forward pass once the input is known."""
 
 
-def neural_ode_input(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+def neural_ode_input(model: nn.Module, x: Tensor) -> tuple[NeuralODE, Tensor]:
     """The first ``NeuralODE`` of ``model`` and the state it receives when the model runs
     on ``x`` (the forward pass stops at the Neural ODE, nothing is integrated)."""
     nodes = neural_odes(model)

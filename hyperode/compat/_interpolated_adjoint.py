@@ -126,7 +126,7 @@ class InterpolatedAdjoint:
 
     # ------------------------------------------------------------------ passes
 
-    def solve_forward(self, x0: Tensor, t: Tensor) -> tuple[Tensor, HermiteTrajectory | None]:
+    def solve_forward(self, x0: Tensor, t: Tensor) -> tuple[Tensor, _Knots | None]:
         recorder = _StepRecorder(self.func, self.adaptive)
         sol = solve(recorder, x0, t, **self.forward)
         self.stats = sol.stats
