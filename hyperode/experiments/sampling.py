@@ -293,6 +293,7 @@ def evaluate_run(model: str | Path, *, nfe: Sequence[int] = DEFAULT_NFES,
     quality = run_quality(run.run_dir, run.data, seed=run.seed)
     x0 = torch.randn((count, *run.data.shape),
                      generator=torch.Generator().manual_seed(seed + 7))
+    rows: dict[str, dict[str, Any]]  # the figures, then the family and method names
     rows, drawn = evaluate_samplers(run.field, table, x0, quality, repeats=repeats)
     metric = "fd" if image else "mmd"
     ref = rows["dopri5"][metric]
@@ -328,11 +329,14 @@ def evaluate_run(model: str | Path, *, nfe: Sequence[int] = DEFAULT_NFES,
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The rows of ``evaluate_run``'s results as an aligned text table."""
+    """The rows of ``evaluate_run``'s results as an aligned text table (``p(zero)``: the
+    share of samples where the true density is 0, e.g. outside the checkerboard)."""
     metric = results["metric"]
-    keys = [k for k in ("mmd", "sw", "loglik", "fd", "precision", "recall")
-            if any(k in r for r in results["rows"].values())]
-    head = ["sampler", "NFE", "+g", *keys, f"{metric}/dopri5", "end-point", "seconds"]
+    short = {"zero_density_fraction": "p(zero)"}
+    keys = [k for k in ("mmd", "sw", "loglik", "zero_density_fraction", "fd", "precision",
+                        "recall") if any(k in r for r in results["rows"].values())]
+    head = ["sampler", "NFE", "+g", *(short.get(k, k) for k in keys), f"{metric}/dopri5",
+            "end-point", "seconds"]
     lines = [head]
     for name, r in results["rows"].items():
         lines.append([name, str(r["nfe"]), str(r["nfe_g"] or ""),
