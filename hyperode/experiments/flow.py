@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -516,11 +515,6 @@ def load_flow_run(run_dir: str | Path, field_name: str = "model") -> FlowRun:
     field.requires_grad_(False).eval()
     data = get_flow_task(config["task"]).data(run_cfg)
     return FlowRun(run_dir, config, field, data)
-
-
-def finite(value: Any) -> bool:
-    """A real number that is finite."""
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def flow_task_fields() -> set[str]:

@@ -47,7 +47,7 @@ from ..flow import (
     hypersolver_sampler,
 )
 from ..flow.samplers import stages_of
-from ..hyper import ConvHyperNet, HyperEuler, HyperHeun, MLPHyperNet
+from ..hyper import ConvHyperNet, HyperEuler, HyperHeun, HyperSolver, MLPHyperNet
 from . import runs
 from .flow import FlowRun, load_flow_run, run_quality
 
@@ -125,7 +125,9 @@ class FittedSampler:
 def _as_sampler(module: nn.Module, nfe: int, name: str) -> Any:
     if isinstance(module, BespokeSolver):
         return bespoke_sampler(module, name)
-    return hypersolver_sampler(module, nfe, name)  # type: ignore[arg-type]
+    if isinstance(module, HyperSolver):
+        return hypersolver_sampler(module, nfe, name)
+    raise ValueError(f"{name}: not a learned sampler ({type(module).__name__})")
 
 
 def fit_run_sampler(model: str | Path, sampler: str, nfe: int, *, iterations: int = 300,
@@ -164,16 +166,16 @@ def fit_run_sampler(model: str | Path, sampler: str, nfe: int, *, iterations: in
     torch.manual_seed(seed)
     module = _construct(spec)
     start = time.perf_counter()
-    if kind == "bespoke":
-        assert isinstance(module, BespokeSolver)
+    if isinstance(module, BespokeSolver):
         hist = fit_flow_bespoke(module, run.field, run.data.shape, pairs=pairs,
                                 iterations=iterations, batch_size=batch_size,
                                 lr=lr or 2e-2, rtol=tol, atol=tol, seed=seed)
         fit_record = {"val_before": hist.val_before, "val_after": hist.val_after,
                       "final_loss": hist.loss[-1], "grid": module.grid()}
     else:
+        assert isinstance(module, HyperSolver)  # _construction: hyper kinds build one
         batch = (batch_size, *run.data.shape)
-        hist = fit_flow_hypersolver(module, run.field, batch, nfe,  # type: ignore[arg-type]
+        hist = fit_flow_hypersolver(module, run.field, batch, nfe,
                                     iterations=iterations, rtol=tol, atol=tol,
                                     lr=lr or 5e-3, seed=seed)
         fit_record = {"final_loss": hist.loss[-1], "first_loss": hist.loss[0],
