@@ -53,6 +53,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -182,7 +183,7 @@ class BespokeSolver(nn.Module):
         out = (t, td, s, sd)
         if dtype is not None or device is not None:
             out = tuple(v.to(dtype=dtype, device=device) for v in out)
-        return out
+        return cast("tuple[Tensor, Tensor, Tensor, Tensor]", out)
 
     def grid(self) -> list[float]:
         """The ``n + 1`` times it steps on (Python floats, ``t0`` and ``t1`` included)."""

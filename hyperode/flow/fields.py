@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -131,7 +132,7 @@ class ConvField(nn.Module):
         self.act = nn.SiLU()
         self.out = nn.Conv2d(width, self.channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        nn.init.zeros_(cast(Tensor, self.out.bias))  # Conv2d has a bias by default
 
     def forward(self, t: Tensor | float, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.channels:
@@ -164,6 +165,9 @@ class GaussianLinearPathField(nn.Module):
             ``[C, H, W]``); ``std > 0``.
         sigma_min: as ``LinearPath``.
     """
+
+    mean: Tensor  # buffers
+    std: Tensor
 
     def __init__(self, mean: Tensor, std: Tensor, sigma_min: float = 0.0):
         super().__init__()

@@ -159,9 +159,10 @@ def fit_flow_hypersolver(hyper: HyperSolver, vector_field: Callable, prior_shape
     if nfe % hyper.stages:
         raise ValueError(f"fit_flow_hypersolver: nfe={nfe} is not a multiple of {hyper.name}'s "
                          f"{hyper.stages} stages")
-    settings = dict(iterations=iterations, t_span=SPAN, num_steps=nfe // hyper.stages,
-                    residual_weight=0.0, trajectory_weight=1.0, rtol=rtol, atol=atol, lr=lr,
-                    first_batch_iterations=new_batch_every, new_batch_every=new_batch_every)
+    settings: dict[str, Any] = dict(
+        iterations=iterations, t_span=SPAN, num_steps=nfe // hyper.stages,
+        residual_weight=0.0, trajectory_weight=1.0, rtol=rtol, atol=atol, lr=lr,
+        first_batch_iterations=new_batch_every, new_batch_every=new_batch_every)
     settings.update(fit_options)
     return fit(hyper, vector_field, prior_batches(prior_shape, seed), progress=False,
                **settings)

@@ -22,6 +22,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -85,7 +86,7 @@ def _error_ratio(result: StepResult, abs_y0: Tensor, abs_y1: Tensor,
         scale = cfg.atol + cfg.rtol * scale
     else:
         scale.mul_(cfg.rtol).add_(cfg.atol)
-    error, error2 = result.error, result.error2
+    error, error2 = cast(Tensor, result.error), result.error2  # an adaptive step's
     if rms and error2 is None:
         w = error.div_(scale).reshape(-1)
         return math.sqrt(float(torch.dot(w, w)) / max(w.numel(), 1))
@@ -209,8 +210,10 @@ def integrate_adaptive(
     ys = [y0]
     if t_end is None and watch is None:
         return ys
-    d = (1.0 if t_end > t else -1.0) if t_end is not None else direction
-    exponent = method.error_exponent
+    # an event solve (no t_end) passes its direction; adaptive methods have an
+    # error_exponent (StepMethod)
+    d = cast(float, (1.0 if t_end > t else -1.0) if t_end is not None else direction)
+    exponent: float = cast(Any, method).error_exponent
     stops, jumps = _landing_points(t, t_end, d, cfg)
     field = NudgedField(f, start=False, end=True) if jumps else f
     stepper = bind(method, field, stats)
@@ -241,7 +244,8 @@ def integrate_adaptive(
     while True:
         if stats.steps >= cfg.max_num_steps:
             if t_end is None and hasattr(watch, "never_fired"):
-                raise MaxStepsExceededError(watch.never_fired(cfg.max_num_steps, t))
+                raise MaxStepsExceededError(
+                    cast(Any, watch).never_fired(cfg.max_num_steps, t))
             target = "the event" if t_end is None else f"t={t_end!r}"
             raise MaxStepsExceededError(
                 f"max_num_steps={cfg.max_num_steps} reached at t={t!r} while integrating to "
@@ -255,15 +259,16 @@ def integrate_adaptive(
         # never a step longer than max_step.
         landing = stop is not None and d * (t + 1.01 * d * h - stop) >= 0 \
             and abs(stop - t) <= cfg.max_step
-        h_step = abs(stop - t) if landing else h
+        h_step = abs(cast(float, stop) - t) if landing else h  # landing: stop is set
         if not h_step > 0 or t + d * h_step == t:  # `not >` also catches NaN
             _underflow(t, d * h, last_ratio, cfg, stiffness.diagnose(
                 f, method, t, y, d * h, t_out[0], t_end, stats, stepper))
         if jumps:
+            nudged = cast(NudgedField, field)  # jumps: the field is nudged
             if landing and stop in jumps:  # stages at the jump see its near side
-                field.interval(t, stop)
+                nudged.interval(t, cast(float, stop))
             else:
-                field.clear()
+                nudged.clear()
         if on_step is not None:
             on_step(t, y, d * h_step)
         result = step(t, y, d * h_step, k1, True)
@@ -281,8 +286,8 @@ def integrate_adaptive(
         forced = min(h, h_step) <= cfg.min_step
         if not forced and (not math.isfinite(ratio) or ratio > 1.0):
             stats.rejected += 1
-            if cfg.record_steps:
-                stats.rejected_ts.append(t)
+            if cfg.record_steps:  # the lists are made when steps are recorded
+                cast("list[float]", stats.rejected_ts).append(t)
             if on_reject is not None:
                 on_reject(t, y, d * h_step)
             factor = controller.factor(ratio, memory, exponent)[0] if math.isfinite(ratio) \
@@ -298,9 +303,9 @@ def integrate_adaptive(
             accept(t, y, d * h_step, result)
         factor, memory = controller.factor(ratio if math.isfinite(ratio) else 0.0, memory,
                                            exponent)
-        t_new = stop if landing else t + d * h_step
+        t_new = cast(float, stop) if landing else t + d * h_step
         if cfg.record_steps:
-            stats.accepted_ts.append(t_new)
+            cast("list[float]", stats.accepted_ts).append(t_new)
         y1 = result.y1
         f1 = result.f1
         done = False

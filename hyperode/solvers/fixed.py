@@ -27,6 +27,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -69,7 +70,8 @@ class Grid:
         if self.t_end is None:
             return None
         span = abs(self.t_end - self.t0)
-        return max(1, math.ceil(span / self.step_size * (1 - 1e-10))) if span > 0 else 0
+        h = cast(float, self.step_size)  # neither points nor num_steps: a step_size grid
+        return max(1, math.ceil(span / h * (1 - 1e-10))) if span > 0 else 0
 
     def times(self) -> Iterator[float]:
         """The grid times from ``t0`` on (``t_end`` included when bounded)."""
@@ -78,20 +80,20 @@ class Grid:
             yield from self.points
             return
         if self.num_steps is not None:
-            n = self.num_steps
+            n, t_last = self.num_steps, cast(float, t_end)  # a num_steps grid is bounded
             for k in range(n):
-                yield t0 + (t_end - t0) * k / n
-            yield t_end
+                yield t0 + (t_last - t0) * k / n
+            yield t_last
             return
-        h, d = self.step_size, self.direction
+        h, d = cast(float, self.step_size), self.direction
         if t_end is None:
             for k in itertools.count():
                 yield t0 + d * h * k
-        n = self.count()
+        n = cast(int, self.count())  # bounded: a count
         for k in range(n):
             yield t0 + d * h * k
         if n:
-            yield t_end
+            yield cast(float, t_end)
 
 
 def merged_times(grid: Grid, t_out: Sequence[float]) -> Iterator[float]:
@@ -168,16 +170,16 @@ def integrate_fixed(
         if hooks:
             if limit is not None and taken >= limit:
                 if hasattr(watch, "never_fired"):
-                    raise MaxStepsExceededError(watch.never_fired(limit, t))
+                    raise MaxStepsExceededError(cast(Any, watch).never_fired(limit, t))
                 raise MaxStepsExceededError(
                     f"max_num_steps={limit} reached at t={t!r}; raise "
                     f"options['max_num_steps'] or use a larger step_size")
             if perturb:
-                field.interval(t, t1)
+                cast(NudgedField, field).interval(t, t1)
             if on_step is not None:
                 on_step(t, y, h)
-            if record_steps:
-                stats.accepted_ts.append(t1)
+            if record_steps:  # the list is made when steps are recorded
+                cast("list[float]", stats.accepted_ts).append(t1)
         if k1 is None:
             k1 = field(t, y)
         result = step(t, y, h, k1)

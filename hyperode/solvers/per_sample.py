@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -137,7 +137,8 @@ class RowLayout:
 
     def to_rows(self, members: State) -> Tensor:
         if not self.layout.is_tuple:
-            return members.reshape(members.shape[0], self.width)
+            flat = cast(Tensor, members)
+            return flat.reshape(flat.shape[0], self.width)
         n = members[0].shape[0]
         return torch.cat([m.reshape(n, -1) for m in members], dim=1)
 
@@ -197,19 +198,20 @@ class PerSampleField(VectorField):
         out = self.func(t, rl.state(rows)) if self._rows_checked \
             else self._first_call(t, rl.state(rows))
         self._check_rows(out, n)
-        return rl.to_rows(out)
+        return rl.to_rows(cast(State, out))  # checked
 
     def _first_call(self, t: Tensor, state: State) -> object:
         try:
             return self.func(t, state)
         except Exception as e:
-            if hasattr(e, "add_note"):
-                e.add_note(f"raised by func at its first call; {T_SHAPE_HINT}")
+            add_note = getattr(e, "add_note", None)  # Python >= 3.11
+            if add_note is not None:
+                add_note(f"raised by func at its first call; {T_SHAPE_HINT}")
             raise
 
     def _check_rows(self, out: object, n: int) -> None:
         layout, rl = self.layout, self.rows_layout
-        members = out if layout.is_tuple else (out,)
+        members = cast("tuple[object, ...]", out) if layout.is_tuple else (out,)  # or a list
         if layout.is_tuple and (not isinstance(out, (tuple, list))
                                 or len(out) != len(layout.shapes)):
             raise ValueError(f"func must return a tuple of {len(layout.shapes)} tensors like "
@@ -253,7 +255,7 @@ class PerSampleStats(SolverStats):
         out["row_evaluations"] = self.row_evaluations
         if self.accepted_per_sample is not None:
             out["accepted_per_sample"] = self.accepted_per_sample.tolist()
-            out["rejected_per_sample"] = self.rejected_per_sample.tolist()
+            out["rejected_per_sample"] = cast(Tensor, self.rejected_per_sample).tolist()
         return out
 
 
@@ -409,7 +411,7 @@ def _dense(tableau: ButcherTableau, coef: Tensor | None, f: PerSampleField, rows
     t2, t3 = th * th, th * th * th
     out = y_r * (2 * t3 - 3 * t2 + 1) + y1.index_select(0, rows) * (-2 * t3 + 3 * t2)
     slopes = ks[0].index_select(0, rows) * (t3 - 2 * t2 + th) \
-        + f1.index_select(0, rows) * (t3 - t2)
+        + cast(Tensor, f1).index_select(0, rows) * (t3 - t2)  # given for Hermite
     return torch.addcmul(out, dh_r, slopes)
 
 
@@ -503,7 +505,7 @@ def integrate_per_sample(
         with torch.no_grad():
             abs_y1 = y1.abs()
             scale = torch.maximum(abs_y, abs_y1).mul_(rtol).add_(atol)
-            err = combine(None, ks, tableau.b_error, 1.0).mul_(dh_col)
+            err = combine(None, ks, cast("tuple[float, ...]", tableau.b_error), 1.0).mul_(dh_col)
             ratio = norm_rows(_divide(err, scale, vanish))
             if tableau.b_error2 is not None:
                 err2 = combine(None, ks, tableau.b_error2, 1.0).mul_(dh_col)

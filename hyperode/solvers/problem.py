@@ -60,7 +60,8 @@ class VectorField:
 
     def __init__(self, func: Callable[[Tensor, State], State], layout: StateLayout, *,
                  context: str = ""):
-        self.func = func
+        # what func returns is checked (_check) before it is used: Any until then
+        self.func: Callable[[Tensor, State], Any] = func
         self.layout = layout
         self.context = context  # appended to error messages, e.g. " in the adjoint's ..."
         self.nfe = 0
@@ -79,7 +80,7 @@ class VectorField:
             if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
                     or out.device != self._device:
                 self._check(out, t)
-            return cast(Tensor, out)  # _check raised unless out is such a tensor
+            return out
         return self._tuple_output(out, t)
 
     def at(self, t: Tensor, y: Tensor) -> Tensor:
@@ -92,7 +93,7 @@ class VectorField:
             if type(out) is not Tensor or out.shape != shape or out.dtype != self._dtype \
                     or out.device != self._device:
                 self._check(out, t)
-            return cast(Tensor, out)  # _check raised unless out is such a tensor
+            return out
         return self._tuple_output(out, t)
 
     def _tuple_output(self, out: object, t: float | Tensor) -> Tensor:

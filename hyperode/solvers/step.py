@@ -36,7 +36,7 @@ in the same order up to rounding of the coefficients (a few ulps, not bit for bi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -116,7 +116,7 @@ def rk_step(
     error = error2 = None
     if with_error:
         with torch.no_grad():
-            error = combine(None, ks, tableau.b_error, h)
+            error = combine(None, ks, cast("tuple[float, ...]", tableau.b_error), h)
             if tableau.b_error2 is not None:
                 error2 = combine(None, ks, tableau.b_error2, h)
     return StepResult(y1, error, ks, ks[-1] if fsal else None, error2)
@@ -211,7 +211,7 @@ class StageSums:
             weights.append(list(tableau.b))
         n_state = len(weights)
         if with_error:
-            weights.append(list(tableau.b_error))
+            weights.append(list(cast("tuple[float, ...]", tableau.b_error)))
             if tableau.b_error2 is not None:
                 weights.append(list(tableau.b_error2))
         self.tableau = tableau
@@ -220,7 +220,7 @@ class StageSums:
         self.n_state = n_state
         self.n_err = self.n_rows - n_state
         ones = (1,) * y.dim()
-        kw = dict(dtype=y.dtype, device=y.device)
+        kw: dict[str, Any] = dict(dtype=y.dtype, device=y.device)
         self.mask = torch.tensor([1.0] * n_state + [0.0] * self.n_err, **kw).view(-1, *ones)
         numel = y.numel()
         # Column j: (first row updated, its weights from there on), or None if all zero.
@@ -389,7 +389,8 @@ class StatelessStepper:
 def bind(method: ButcherTableau | StepMethod, f: Field, stats: SolverStats) -> Stepper:
     """The ``Stepper`` of ``method`` for one solve on ``f``, counting into ``stats``."""
     if isinstance(method, ButcherTableau):
-        return RKStepper(method, f)
+        # a Stepper: pyright binds the slot ``accept = no_accept`` as if it were a method
+        return cast(Stepper, RKStepper(method, f))
     return method.stepper(f, stats)
 
 
