@@ -176,6 +176,19 @@ def test_bad_train_flags(extra, flag, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_out_that_is_a_file_or_holds_a_run(fm2d_run, tmp_path, capsys):
+    before = (fm2d_run / "config.json").read_bytes()
+    line = _fails(["train", "--task", "fm2d", "--iterations", "2", "--out", str(fm2d_run)],
+                  capsys)
+    assert "argument --out" in line and "already holds a run" in line
+    assert (fm2d_run / "config.json").read_bytes() == before
+    file = tmp_path / "file"
+    file.write_text("x")
+    line = _fails(["train", "--task", "fm2d", "--iterations", "2", "--out", str(file)],
+                  capsys)
+    assert "argument --out" in line and "not a folder" in line
+
+
 def test_flow_flags_refused_by_other_tasks(tmp_path, capsys):
     line = _fails(["train", "--task", "xor", "--coupling", "ot", "--out",
                    str(tmp_path / "x")], capsys)

@@ -350,25 +350,36 @@ def train_flow_run(run: FlowRunConfig) -> FlowRunResult:
     """Train ``run.task``'s flow and write its run folder (module docstring).
 
     Raises ``ConfigError`` (naming the setting) for a bad setting before anything is
-    written, ``FloatingPointError`` if the loss becomes non-finite.
+    written, also for an ``out`` that is a file or already holds a run (flow runs are
+    not resumed); ``FloatingPointError`` if the loss becomes non-finite.
     """
     task = check_run_config(run)
     train_cfg = flow_train_config(run)
+    run_dir = Path(run.out) if run.out else runs.default_run_dir(run.task)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError("out", f"{str(run_dir)!r} exists and is not a folder")
+    if (run_dir / runs.CONFIG_FILE).exists():
+        raise ConfigError("out", f"{str(run_dir)!r} already holds a run "
+                                 f"({runs.CONFIG_FILE}); choose another folder (flow runs "
+                                 f"are not resumed)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("out", f"cannot create the run folder {str(run_dir)!r} "
+                                 f"({e.strerror or e})") from None
     device = torch.device(run.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     threads = torch.get_num_threads()
     torch.set_num_threads(run.threads or 1)
     try:
-        return _train(run, task, train_cfg, device)
+        return _train(run, task, train_cfg, device, run_dir)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(run: FlowRunConfig, task: FlowTask, train_cfg: FlowTrainConfig,
-           device: torch.device) -> FlowRunResult:
+           device: torch.device, run_dir: Path) -> FlowRunResult:
     start = time.perf_counter()
     data = task.data(run)
-    run_dir = Path(run.out) if run.out else runs.default_run_dir(run.task)
-    run_dir.mkdir(parents=True, exist_ok=True)
     field_class, field_args = task.field(data.shape)
     torch.manual_seed(train_cfg.seed)
     field = build_field({"class": field_class, "args": field_args}).to(device)

@@ -36,6 +36,10 @@ files under ``--data-dir`` (``needs_data_dir=True``). A model builder receives a
 ``ModelRequest`` (the split, the solver, ``sensitivity``, ``n_classes``,
 ``input_shape``). After ``register`` the task is a ``--task`` choice, has its line in
 ``hyperode train -h`` and trains with every solver option.
+
+The flow-matching tasks (``fm2d``, ``fm-digits``, ``fm-mnist5k``) train without solving
+and are not in this registry: ``hyperode.experiments.flow.FLOW_TASKS`` holds them
+(``register_flow_task``) with their own trainer.
 """
 
 from __future__ import annotations
