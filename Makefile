@@ -25,7 +25,8 @@ $(DEV_STAMP): $(RUN_STAMP)
 demo: $(RUN_STAMP)
 	$(PY) -m hyperode demo
 
-lint: $(DEV_STAMP)
+# ruff, then pyright on the package (typecheck).
+lint: $(DEV_STAMP) typecheck
 	$(VENV)/bin/ruff check hyperode tests benchmarks examples docs/hooks
 
 # The documentation site, built offline into site/ (mkdocs.yml). NO_MKDOCS_2_WARNING
@@ -37,13 +38,13 @@ docs: $(DEV_STAMP)
 docs-strict: $(DEV_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet --strict
 
-# pyright on the package ([tool.pyright] in pyproject.toml). Not yet part of `test`:
-# the package is not clean yet.
+# pyright on the package ([tool.pyright] in pyproject.toml): 0 errors expected; part of
+# `lint` and so of `test`.
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/pyright
 
 # pytest exits 5 when it collects no test: say so loudly rather than fail CI on it.
-test: lint docs-strict
+test: lint typecheck docs-strict
 	$(PY) -m pytest -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "WARNING: pytest collected no tests"; exit 0; fi; \
 	exit $$status
