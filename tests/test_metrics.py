@@ -152,6 +152,15 @@ def test_accuracy_and_accuracy_loss():
     assert accuracy_loss(0.9875, 0.9885) == pytest.approx(0.001)
     with pytest.raises(ValueError, match="logits"):
         accuracy(logits[0], labels)
+    # one image of 1000 lost is a loss of exactly 0.1%, not "less than 0.1%"
+    labels = torch.zeros(1000, dtype=torch.long)
+    right = torch.tensor([[1.0, 0.0]]).repeat(1000, 1)
+    wrong = right.clone()
+    wrong[:153] = torch.tensor([0.0, 1.0])
+    one_more = right.clone()
+    one_more[:154] = torch.tensor([0.0, 1.0])
+    loss = accuracy_loss(accuracy(one_more, labels), accuracy(wrong, labels))
+    assert loss >= 0.001 and loss == pytest.approx(0.001, abs=1e-12)
 
 
 # ---------------------------------------------------------------------- timing, Pareto
