@@ -23,12 +23,7 @@ from hyperode.hyper import HyperEuler, HyperSolver, MLPHyperNet
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(dim: int = 2, hidden: int = 16, dtype=torch.float32, seed: int = 0) -> nn.Module:

@@ -29,12 +29,7 @@ from hyperode.flow import (
 PATHS = [LinearPath(0.0), LinearPath(0.05), CosinePath(), VPDiffusionPath()]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- paths

@@ -24,13 +24,7 @@ from hyperode.flow import (
 )
 from hyperode.hyper import HyperEuler, MLPHyperNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_flow(dtype=torch.float64, std=(0.05, 0.3)):

@@ -22,13 +22,7 @@ from hyperode.experiments.hyper import (
     summary_steps,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(tmp_path_factory, task: str, **kw) -> str:

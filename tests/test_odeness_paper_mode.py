@@ -10,19 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from hyperode.experiments.plots import is_png
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "odeness.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load():
