@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,7 +50,7 @@ from ..flow import (
     train_flow,
 )
 from . import runs
-from .results import versions
+from .results import draw_each, versions
 
 FLOW_KIND = "flow"
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -467,15 +466,7 @@ def _draw(run_dir: Path, loss: list[tuple[int, float]], samples: Tensor, data: F
     jobs = [("training_loss.png", lambda p: flow_plots.plot_loss(loss, p)),
             ("samples.png", lambda p: flow_plots.plot_samples(
                 {"dopri5": samples, "data (held out)": data.test}, p))]
-    made, errors = [], []
-    for name, job in jobs:
-        try:
-            job(run_dir / name)
-            made.append(name)
-        except Exception as e:
-            warnings.warn(f"could not draw {name}: {type(e).__name__}: {e}", stacklevel=2)
-            errors.append(f"{name}: {type(e).__name__}: {e}")
-    return made, errors
+    return draw_each(run_dir, jobs)
 
 
 # --------------------------------------------------------------------------- loading

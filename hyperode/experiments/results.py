@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], kind: str, model: n
                      lambda p: plots.plot_decision_regions(model, split, p)))
     if kind == DENSITY and features == 2:
         jobs.append(("density.png", lambda p: plots.plot_density(model, split, p, seed=seed)))
+    return draw_each(run_dir, jobs)
+
+
+def draw_each(run_dir: Path, jobs: list[tuple[str, Callable[[Path], Any]]]
+              ) -> tuple[list[str], list[str]]:
+    """Run each ``(file name, draw(path))`` job into ``run_dir`` with the global RNG state
+    saved and restored: ``(files made, errors)``. A plot that fails is warned about and
+    reported, not raised: it must not cost the run its results."""
     made, errors = [], []
     for name, job in jobs:
         try:
@@ -97,7 +106,7 @@ def draw_plots(run_dir: Path, records: list[dict[str, Any]], kind: str, model: n
                 job(run_dir / name)
             made.append(name)
         except Exception as e:
-            warnings.warn(f"could not draw {name}: {type(e).__name__}: {e}", stacklevel=2)
+            warnings.warn(f"could not draw {name}: {type(e).__name__}: {e}", stacklevel=3)
             errors.append(f"{name}: {type(e).__name__}: {e}")
     return made, errors
 
