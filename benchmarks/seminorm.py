@@ -157,8 +157,11 @@ class NCDETask(Task):
     name, metric = "ncde", "test CE"
 
     def __init__(self, n_train: int, n_test: int, batch: int, hidden: int, width: int,
-                 depth: int, lr: float, data_seed: int = 0):
-        data = irregular_spirals(n_train, n_test, seed=data_seed)
+                 depth: int, lr: float, data_seed: int = 0, min_obs: int = 20,
+                 max_obs: int = 50, name: str = "ncde"):
+        self.name = name
+        data = irregular_spirals(n_train, n_test, seed=data_seed, min_obs=min_obs,
+                                 max_obs=max_obs)
         self.t_end = data.t_end
         self.lr, self.batch_size = lr, batch
         self.hidden, self.width, self.depth = hidden, width, depth
@@ -167,9 +170,10 @@ class NCDETask(Task):
         self.y_train, self.y_test = data.train.labels, data.test.labels
         self.config = dict(data="hyperode.data.timeseries.irregular_spirals", n_train=n_train,
                            n_test=n_test, batch=batch, hidden=hidden, width=width, depth=depth,
-                           activation="relu", lr=lr, n_obs="20-50 (padded to 50)",
+                           activation="relu", lr=lr,
+                           n_obs=f"{min_obs}-{max_obs} (padded to {max_obs})",
                            channels="(t / T, x, y)", path="natural cubic spline",
-                           integration="observation index s in [0, 49]")
+                           integration=f"observation index s in [0, {max_obs - 1}]")
 
     def _spline(self, part) -> NaturalCubicSpline:
         path = observation_path(part.times, part.values, part.lengths, time_scale=self.t_end)
@@ -203,7 +207,8 @@ class HNNTask(Task):
     name, metric = "hnn", "test L2"
 
     def __init__(self, n_train: int, n_test: int, batch: int, n_times: int, t_end: float,
-                 width: int, depth: int, lr: float, data_seed: int = 0):
+                 width: int, depth: int, lr: float, data_seed: int = 0, name: str = "hnn"):
+        self.name = name
         data = pendulum(n_train, n_test, seed=data_seed, n_times=n_times, t_end=t_end)
         self.times, self.x_train, self.x_test = data.times, data.x_train, data.x_test
         self.lr, self.batch_size, self.width, self.depth = lr, batch, width, depth
@@ -368,6 +373,102 @@ def _make_cnf(hidden: int, n_hidden: int) -> nn.Module:
 
         return _DetachUnderNoGrad(CNF(net, trace="exact"))
     return _LocalCNF(net)  # pragma: no cover
+
+
+class _TimeConcatMLP(nn.Module):
+    """``net(t, z) = MLP([z, t])`` for ``z`` ``[B, D]``: softplus hidden layers."""
+
+    def __init__(self, dim: int, hidden: int, n_hidden: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        size = dim + 1
+        for _ in range(n_hidden):
+            layers += [nn.Linear(size, hidden), nn.Softplus()]
+            size = hidden
+        layers.append(nn.Linear(size, dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t, z):
+        return self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))
+
+
+class MNISTCNFTask(Task):
+    """FFJORD-style CNF on mnist5k digits, average-pooled to ``side x side`` and
+    requantised to 8 bits (so bits/dim is a discrete-data figure on those images).
+
+    Uniform dequantisation ``(q + u) / 256``, centred by ``- 0.5``; flow ``dz/dt =
+    MLP([z, t])`` with Hutchinson's trace (one Gaussian probe per solve, drawn with the
+    batch so that every norm configuration sees the same probes); data at ``t = 1``,
+    ``N(0, I)`` at ``t = 0``; trained on bits/dim ``(NLL / D + log 256) / log 2`` as
+    FFJORD. The test figure uses the exact trace (``D`` reverse passes per evaluation).
+    """
+
+    name, metric = "cnf-mnist5k", "test bits/dim"
+    configs = PAPER_CONFIGS[:3]
+
+    def __init__(self, side: int, n_test: int, batch: int, hidden: int, n_hidden: int,
+                 lr: float, data_seed: int = 0):
+        from hyperode.data.mnist5k import load_mnist5k
+
+        split = load_mnist5k(n_test=1000, seed=data_seed)
+        self.side, self.dim = side, side * side
+        self.q_train = self._quantise(split.x_train)
+        self.q_test = self._quantise(split.x_test[:n_test])
+        self.lr, self.batch_size, self.hidden, self.n_hidden = lr, batch, hidden, n_hidden
+        self.test_noise = torch.rand(self.q_test.shape,
+                                     generator=torch.Generator().manual_seed(data_seed + 7))
+        self.config = dict(data="hyperode.data.mnist5k.load_mnist5k (4000 train / 1000 test)",
+                           n_train=len(self.q_train), n_test=n_test, image=f"{side}x{side}",
+                           preprocessing="avg-pool 28->side, requantise to 0..255, uniform "
+                           "dequantisation (q + u) / 256, minus 0.5", batch=batch,
+                           hidden=hidden, n_hidden=n_hidden, activation="softplus",
+                           time_input="concatenated", trace="hutchinson (gaussian) in "
+                           "training, exact at test", lr=lr, loss="bits/dim",
+                           t_span="data at t=1, N(0, I) at t=0")
+
+    def _quantise(self, x: Tensor) -> Tensor:
+        pooled = F.adaptive_avg_pool2d(x, self.side).flatten(1)
+        return torch.round(pooled * 255.0)
+
+    def model(self, seed):
+        from hyperode.nn.cnf import CNF
+
+        torch.manual_seed(seed)
+        net = _TimeConcatMLP(self.dim, self.hidden, self.n_hidden)
+        return _DetachUnderNoGrad(CNF(net, trace="hutchinson"))
+
+    def batch(self, gen):
+        idx = torch.randint(len(self.q_train), (self.batch_size,), generator=gen)
+        u = torch.rand((self.batch_size, self.dim), generator=gen)
+        probe_seed = int(torch.randint(2**31 - 1, (), generator=gen))
+        return idx, u, probe_seed
+
+    def _problem(self, model, q, u):
+        x = (q + u) / 256.0 - 0.5
+        logp0 = x.new_zeros(x.shape[0], 1)
+        dim = self.dim
+
+        def bits_per_dim(ys):
+            z0, delta = ys[0][-1], ys[1][-1].squeeze(1)
+            nll = -(_std_normal_log_prob(z0) - delta)
+            return (nll.mean() / dim + math.log(256.0)) / math.log(2.0)
+
+        return Problem(model, (x, logp0), torch.tensor([1.0, 0.0]), bits_per_dim)
+
+    def problem(self, model, batch):
+        idx, u, probe_seed = batch
+        model.cnf.resample_noise(u, torch.Generator().manual_seed(probe_seed))
+        return self._problem(model, self.q_train[idx], u)
+
+    def evaluate(self, model, cfg, rtol, atol):
+        from hyperode.nn.cnf import CNF
+
+        exact = _DetachUnderNoGrad(CNF(model.cnf.net, trace="exact"))
+        p = self._problem(exact, self.q_test, self.test_noise)
+        with torch.no_grad():
+            ys = hyperode.odeint(p.func, p.y0, p.t, rtol=rtol, atol=atol,
+                                 options=cfg.forward_options())
+        return {"test bits/dim": float(p.loss(ys))}
 
 
 # ----------------------------------------------------------------------------- training
@@ -676,6 +777,170 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ----------------------------------------------------------------------------- paper mode
+
+#: Backward-NFE reductions (default -> seminorm) of the paper's Tables 1-3, row by row.
+PAPER_ROWS = (
+    ("neural CDE, Speech Commands, 1e-3/1e-6", 1 - 8.67 / 14.36),
+    ("neural CDE, Speech Commands, 1e-4/1e-7", 1 - 12.75 / 30.67),
+    ("neural CDE, Speech Commands, 1e-5/1e-8", 1 - 29.39 / 77.95),
+    ("CNF, CIFAR-10 dh64", 1 - 38.93 / 41.65),
+    ("CNF, MNIST dh32", 1 - 37.03 / 41.50),
+    ("CNF, MNIST dh64", 1 - 37.85 / 44.24),
+    ("CNF, MNIST dh128", 1 - 41.84 / 48.60),
+    ("Symplectic ODE-Net, acrobot", 1 - 26.55e4 / 46.45e4),
+)
+PAPER_ABSTRACT = 0.40
+
+
+def _paper_settings(quick: bool) -> dict[str, Any]:
+    """Tasks closer to the paper's (App. B): tolerances as the paper where it states them
+    (CNF rtol = atol = 1e-5, Hamiltonian net 1e-4, neural CDE 1e-3/1e-6 and 1e-5/1e-8)."""
+    if quick:
+        return {
+            "ncde-large": dict(iters=2, tols={"1e-3/1e-6": (1e-3, 1e-6)}, args=dict(
+                n_train=64, n_test=64, batch=32, hidden=16, width=16, depth=4, lr=1.6e-3,
+                min_obs=40, max_obs=60)),
+            "hnn-long": dict(iters=3, tols={"1e-4/1e-4": (1e-4, 1e-4)}, args=dict(
+                n_train=32, n_test=16, batch=16, n_times=4, t_end=6.0, width=32, depth=2,
+                lr=1e-2)),
+            "cnf-mnist5k": dict(iters=2, tols={"1e-3/1e-3": (1e-3, 1e-3)}, args=dict(
+                side=7, n_test=32, batch=16, hidden=32, n_hidden=2, lr=1e-3)),
+        }
+    return {
+        "ncde-large": dict(iters=20, tols={"1e-3/1e-6": (1e-3, 1e-6), "1e-5/1e-8": (1e-5, 1e-8)},
+                           args=dict(n_train=1024, n_test=512, batch=128, hidden=90, width=40,
+                                     depth=4, lr=1.6e-3, min_obs=80, max_obs=120)),
+        "hnn-long": dict(iters=150, tols={"1e-4/1e-4": (1e-4, 1e-4), "1e-5/1e-8": (1e-5, 1e-8)},
+                         args=dict(n_train=256, n_test=128, batch=32, n_times=5, t_end=4.0,
+                                   width=64, depth=2, lr=1e-2)),
+        "cnf-mnist5k": dict(iters=300, tols={"1e-5/1e-5": (1e-5, 1e-5)},
+                            args=dict(side=14, n_test=200, batch=64, hidden=256, n_hidden=2,
+                                      lr=5e-3)),
+    }
+
+
+def _paper_task(name: str, args: dict[str, Any]) -> Task:
+    if name == "ncde-large":
+        return NCDETask(**args, name=name)
+    if name == "hnn-long":
+        return HNNTask(**args, name=name)
+    return MNISTCNFTask(**args)
+
+
+def run_paper(args: argparse.Namespace) -> dict[str, Any]:
+    """Lockstep training of default / seminorm / state_seminorm on the paper-like tasks."""
+    torch.set_num_threads(args.threads)
+    s = _paper_settings(args.quick)
+    for v in s.values():
+        v["iters"] = max(2, round(v["iters"] * args.iters_scale))
+    names = args.tasks or list(s)
+    result: dict[str, Any] = dict(
+        benchmark="seminorm_paper", quick=args.quick, seed=args.seed, method="dopri5",
+        dtype="float32", settings={n: s[n] for n in names}, versions=_versions(),
+        machine=dict(platform=platform.platform(), processor=platform.processor(),
+                     cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                     loadavg_start=os.getloadavg()),
+        configs={c.key: dict(norm=c.norm, t_grad=c.t_grad) for c in PAPER_CONFIGS[:3]},
+        task_config={}, runs=[], paper_rows=[dict(row=r, reduction=v) for r, v in PAPER_ROWS])
+    wall0 = time.perf_counter()
+    for name in names:
+        if name not in s:
+            raise ValueError(f"--paper: unknown task {name!r}; expected one of {list(s)}")
+        task = _paper_task(name, s[name]["args"])
+        result["task_config"][name] = task.config
+        for tol, (rtol, atol) in s[name]["tols"].items():
+            _say(wall0, f"{name} {tol}: {len(PAPER_CONFIGS[:3])} configurations in lockstep")
+            runs, _ = train_lockstep(task, PAPER_CONFIGS[:3], rtol, atol, s[name]["iters"],
+                                     args.seed, tag=f"{name} {tol}")
+            base = runs[0]
+            for r in runs:
+                r.update(task=name, tol=tol, rtol=rtol, atol=atol, metric=task.metric)
+                r["bwd_nfe_reduction"] = 1 - r["bwd_nfe_per_iter"] / base["bwd_nfe_per_iter"]
+                r["bwd_wall_reduction"] = 1 - r["bwd_wall_s"] / base["bwd_wall_s"]
+                r["first_iters_bwd_nfe"] = r["per_iter"]["bwd_nfe"][:3]
+                r["last_iters_bwd_nfe"] = r["per_iter"]["bwd_nfe"][-3:]
+                result["runs"].append(r)
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    result["machine"]["loadavg_1min_samples"] = list(_LOAD_SAMPLES)
+    result["total_wall_s"] = time.perf_counter() - wall0
+    result["summary"] = paper_summary(result)
+    return result
+
+
+def merge_paper(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Join paper-mode results of separate processes (one task each) into one."""
+    out = dict(results[0])
+    for key in ("settings", "task_config"):
+        out[key] = {k: v for r in results for k, v in r[key].items()}
+    out["runs"] = [row for r in results for row in r["runs"]]
+    out["total_wall_s"] = sum(r["total_wall_s"] for r in results)
+    out["machine"] = dict(results[0]["machine"], loadavg_1min_samples=[
+        x for r in results for x in r["machine"]["loadavg_1min_samples"]])
+    out["summary"] = paper_summary(out)
+    return out
+
+
+def paper_summary(result: dict[str, Any]) -> dict[str, Any]:
+    by = _by(result)
+    summary: dict[str, Any] = {}
+    for key in ("seminorm", "state_seminorm"):
+        red = {f"{t} {tol}": c[key]["bwd_nfe_reduction"] for (t, tol), c in by.items()}
+        summary[key] = dict(per_row=red, median=statistics.median(red.values()) if red else None)
+    paper = [v for _, v in PAPER_ROWS]
+    summary["paper_rows_median"] = statistics.median(paper)
+    summary["paper_abstract"] = PAPER_ABSTRACT
+    return summary
+
+
+def paper_markdown(result: dict[str, Any]) -> str:
+    m, sm = result["machine"], result["summary"]
+    loads = [x[1] for x in m["loadavg_1min_samples"]] or [m["loadavg_start"][0]]
+    lines = [
+        "# Seminorm adjoints on settings closer to the paper",
+        "",
+        f"`python benchmarks/seminorm.py --paper{' --quick' if result['quick'] else ''}` — "
+        f"dopri5, float32, seed {result['seed']}, torch {result['versions']['torch']}, "
+        f"{m['cpu_count']} CPUs, {m['torch_threads']} torch thread, 1-min load average "
+        f"{min(loads):.2f}–{max(loads):.2f} (shared machine), total "
+        f"{result['total_wall_s']:.0f} s of training. `default`, `seminorm` (torchdiffeq's, "
+        "keeps `|a_t|`) and `state_seminorm` (the paper's App. A seminorm) train in lockstep "
+        "from one seed: same initial weights, batches and (CNF) dequantisation noise and "
+        "Hutchinson probes; `t` requires grad, so `a_t` is carried as torchdiffeq always does. "
+        "*bwd NFE/iter*: mean over training iterations; *rejected/accepted*: backward steps, "
+        "totals over training; *reduction*: against `default` of the same task and tolerance.",
+        "",
+        "| task | tol (rtol/atol) | norm | iters | bwd NFE/iter | first → last iters | "
+        "rejected/accepted | test metric | train wall (s) | bwd wall (s) | "
+        "reduction: bwd NFE | bwd wall |",
+        "|---|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['task']} | {r['tol']} | {r['config']} | {r['iters']} | "
+            f"{r['bwd_nfe_per_iter']:.1f} | {r['first_iters_bwd_nfe']} → "
+            f"{r['last_iters_bwd_nfe']} | {r['bwd_rejected_total']}/{r['bwd_accepted_total']} | "
+            f"{r['test_shown']} | {r['train_wall_s']:.1f} | {r['bwd_wall_s']:.1f} | "
+            f"{r['bwd_nfe_reduction']:.1%} | {r['bwd_wall_reduction']:.1%} |")
+    lines += ["", "## Against the paper", "",
+              "| row | backward-NFE reduction |", "|---|---:|"]
+    lines += [f"| paper: {p['row']} | {p['reduction']:.1%} |" for p in result["paper_rows"]]
+    for key in ("state_seminorm", "seminorm"):
+        lines += [f"| here ({key}): {row} | {v:.1%} |" for row, v in sm[key]["per_row"].items()]
+    lines += [
+        "",
+        f"- Median over the paper's {len(result['paper_rows'])} table rows: "
+        f"{sm['paper_rows_median']:.1%}; its abstract: {sm['paper_abstract']:.0%}.",
+        "- Median here, `state_seminorm` (the paper's norm): "
+        + (f"{sm['state_seminorm']['median']:.1%}" if sm["state_seminorm"]["median"] is not None
+           else "n/a")
+        + "; `seminorm` (keeps `|a_t|`): "
+        + (f"{sm['seminorm']['median']:.1%}" if sm["seminorm"]["median"] is not None
+           else "n/a") + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -859,17 +1124,37 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="~1-minute smoke run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--tasks", nargs="*", choices=("ncde", "hnn", "cnf"), default=None)
+    ap.add_argument("--tasks", nargs="*", default=None,
+                    choices=("ncde", "hnn", "cnf", "ncde-large", "hnn-long", "cnf-mnist5k"),
+                    help="ncde/hnn/cnf by default; ncde-large/hnn-long/cnf-mnist5k with --paper")
+    ap.add_argument("--paper", action="store_true",
+                    help="tasks closer to the paper's: ncde-large, hnn-long, cnf-mnist5k "
+                    "(writes results/seminorm_paper.{json,md})")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="with --paper: join the given paper-mode result files, train nothing")
     ap.add_argument("--iters-scale", type=float, default=1.0,
                     help="multiply every task's iteration count")
-    ap.add_argument("--out", default=str(RESULTS / "seminorm"),
-                    help="output stem (.json and .md are appended)")
+    ap.add_argument("--out", default=None,
+                    help="output stem (.json and .md are appended); default "
+                    "results/seminorm, or results/seminorm_paper with --paper")
     args = ap.parse_args(argv)
-    result = run(args)
-    stem = pathlib.Path(args.out)
+    default_tasks = ("ncde-large", "hnn-long", "cnf-mnist5k") if args.paper else ("ncde", "hnn",
+                                                                                   "cnf")
+    bad = [t for t in args.tasks or () if t not in default_tasks]
+    if bad:
+        ap.error(f"--tasks {bad}: {'with' if args.paper else 'without'} --paper the tasks are "
+                 f"{list(default_tasks)}")
+    if args.merge and not args.paper:
+        ap.error("--merge joins --paper results; add --paper")
+    if args.paper:
+        result = (merge_paper([json.loads(pathlib.Path(f).read_text()) for f in args.merge])
+                  if args.merge else run_paper(args))
+    else:
+        result = run(args)
+    stem = pathlib.Path(args.out or RESULTS / ("seminorm_paper" if args.paper else "seminorm"))
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    md = markdown(result)
+    md = paper_markdown(result) if args.paper else markdown(result)
     stem.with_suffix(".md").write_text(md)
     print(md)
 

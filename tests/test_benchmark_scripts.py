@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -356,3 +357,31 @@ def test_gpu_script_dry_run_on_cpu(tmp_path):
     assert all(r["unchanged"] for r in norms.values())  # CPU vs CPU: the same solves
     assert norms["seminorm"]["cpu_backward"] <= norms["default"]["cpu_backward"]
     assert "Adjoint backward NFE" in json_path.with_suffix(".md").read_text()
+
+
+def test_seminorm_paper_quick_run(tmp_path):
+    """benchmarks/seminorm.py --paper --quick: the three paper-like tasks, each trained in
+    lockstep (identical first-iteration loss and forward NFE for every norm, since the
+    forward solve does not depend on the adjoint norm), and the paper's row-by-row median."""
+    script = load_script("seminorm")
+    stem = tmp_path / "seminorm_paper_quick"
+    script.main(["--paper", "--quick", "--out", str(stem)])
+    data = json.loads(stem.with_suffix(".json").read_text())
+    by_task: dict[str, dict[str, dict]] = {}
+    for r in data["runs"]:
+        by_task.setdefault(r["task"], {})[r["config"]] = r
+    assert set(by_task) == {"ncde-large", "hnn-long", "cnf-mnist5k"}
+    for task, cfgs in by_task.items():
+        assert set(cfgs) == {"default", "seminorm", "state_seminorm"}, task
+        first = {k: (r["per_iter"]["loss"][0], r["per_iter"]["fwd_nfe"][0])
+                 for k, r in cfgs.items()}
+        assert len(set(first.values())) == 1, (task, first)
+        for r in cfgs.values():
+            assert r["bwd_nfe_per_iter"] > 0 and r["bwd_accepted_total"] > 0
+            assert r["bwd_nfe_reduction"] == pytest.approx(
+                1 - r["bwd_nfe_per_iter"] / cfgs["default"]["bwd_nfe_per_iter"])
+    assert by_task["cnf-mnist5k"]["default"]["test_metric"] > 0  # bits/dim
+    assert data["summary"]["paper_rows_median"] == pytest.approx(0.2700, abs=5e-4)
+    assert data["summary"]["state_seminorm"]["median"] == pytest.approx(statistics.median(
+        c["state_seminorm"]["bwd_nfe_reduction"] for c in by_task.values()))
+    assert "## Against the paper" in stem.with_suffix(".md").read_text()
