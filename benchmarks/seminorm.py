@@ -46,10 +46,12 @@ tolerance) estimate the seed-to-seed spread of the test metric, against which
 
     python benchmarks/seminorm.py            # ~12-15 min on 2 CPU cores
     python benchmarks/seminorm.py --quick    # ~1 min smoke run
+    python benchmarks/seminorm.py --paper    # closer to the paper: ncde-large, hnn-long,
+                                             # cnf-mnist5k (~15 min; --quick < 30 s)
 
 Writes ``benchmarks/results/seminorm.json`` and ``benchmarks/results/seminorm.md``
-(``--out`` to change the stem). Nothing is tuned per norm: every setting below is
-shared by all configurations of a task.
+(``seminorm_paper.*`` with ``--paper``; ``--out`` to change the stem). Nothing is
+tuned per norm: every setting below is shared by all configurations of a task.
 """
 
 from __future__ import annotations
