@@ -136,6 +136,7 @@ class Task:
     name: str
     metric: str
     lr: float
+    config: dict[str, Any]
     configs: tuple[Config, ...] = PAPER_CONFIGS
 
     def model(self, seed: int) -> nn.Module:
@@ -394,6 +395,16 @@ class _TimeConcatMLP(nn.Module):
         return self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))
 
 
+def _cnf_of(model: nn.Module):
+    """The ``hyperode.nn.cnf.CNF`` inside ``_DetachUnderNoGrad(CNF(...))``."""
+    from hyperode.nn.cnf import CNF
+
+    cnf = model.cnf
+    if not isinstance(cnf, CNF):
+        raise TypeError(f"expected _DetachUnderNoGrad(CNF(...)), got {type(model).__name__}")
+    return cnf
+
+
 class MNISTCNFTask(Task):
     """FFJORD-style CNF on mnist5k digits, average-pooled to ``side x side`` and
     requantised to 8 bits (so bits/dim is a discrete-data figure on those images).
@@ -472,13 +483,13 @@ class MNISTCNFTask(Task):
 
     def problem(self, model, batch):
         idx, u, probe_seed = batch
-        model.cnf.resample_noise(u, torch.Generator().manual_seed(probe_seed))
+        _cnf_of(model).resample_noise(u, torch.Generator().manual_seed(probe_seed))
         return self._problem(model, self.q_train[idx], u)
 
     def evaluate(self, model, cfg, rtol, atol):
         from hyperode.nn.cnf import CNF
 
-        exact = _DetachUnderNoGrad(CNF(model.cnf.net, trace="exact"))
+        exact = _DetachUnderNoGrad(CNF(_cnf_of(model).net, trace="exact"))
         p = self._problem(exact, self.q_test, self.test_noise)
         with torch.no_grad():
             ys = hyperode.odeint(p.func, p.y0, p.t, rtol=rtol, atol=atol,
