@@ -43,6 +43,7 @@ from .solvers.config import GRID_OPTIONS, SolvePlan, method_kind, resolve
 from .solvers.norms import mixed_norm, rms_norm
 from .solvers.problem import CALLBACK_NAMES, State, StateLayout, VectorField
 from .solvers.stats import SolverStats
+from .solvers.step import is_learned
 
 ADJOINT_NORMS = ("default", "seminorm", "state_seminorm")
 BACKWARD_MODES = ("backsolve", "checkpoint")
@@ -172,7 +173,7 @@ def solve_adjoint(
 
 def _check_differentiable(name: str, plan: SolvePlan) -> None:
     method = plan.method
-    if getattr(method, "corrections_per_step", 0) or getattr(method, "g", None) is not None:
+    if is_learned(method):
         raise ValueError(
             f"{name}={method.name!r} is a learned solver: the adjoint method differentiates "
             f"the exact ODE solution, not a learned solver's steps (a hypersolver's g would "

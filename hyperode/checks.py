@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Any
 
 
@@ -21,11 +22,11 @@ def check_t_span(owner: str, t_span: Any) -> tuple[float, float]:
     return s0, s1
 
 
-def check_positive_int(owner: str, name: str, value: Any) -> int:
-    """An ``int`` >= 1 (not a ``bool``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be an int >= 1, got {value!r}")
-    return value
+def check_positive_int(owner: str, name: str, value: Any, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (a Python or numpy integer, not a ``bool``), as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_finite(owner: str, name: str, value: Any, *, allow_zero: bool = False) -> float:

@@ -82,9 +82,3 @@ def resolve_solver(solver: Any, argument: str = "solver", owner: str = "NeuralOD
 def is_fixed_step(method: Any) -> bool:
     """Whether ``method`` has no error estimate (it steps on ``t_span`` itself)."""
     return not getattr(method, "external", False) and not method.adaptive
-
-
-def is_learned(method: Any) -> bool:
-    """Whether ``method`` carries a learned correction (a hypersolver)."""
-    return bool(getattr(method, "corrections_per_step", 0)) or getattr(method, "g", None) \
-        is not None

@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from ..adjoint import solve_adjoint
 from ..odeint import solve
 from ..solvers import SolverStats, rms_norm
+from ..solvers.step import is_learned
 from ._interpolated_adjoint import InterpolatedAdjoint
 from ._torchdyn_field import TorchdynField
-from ._torchdyn_solvers import is_fixed_step, is_learned, resolve_solver
+from ._torchdyn_solvers import is_fixed_step, resolve_solver
 
 SENSITIVITIES = ("autograd", "adjoint", "interpolated_adjoint")
 INTERPOLATORS = (None, "4th")  # torchdyn's INTERP_DICT (numerics/interpolators.py)

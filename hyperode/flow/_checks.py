@@ -4,16 +4,10 @@ which value, what was expected)."""
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 from torch import Tensor
-
-
-def positive_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def real(owner: str, name: str, value: object, *, low: float = -math.inf,

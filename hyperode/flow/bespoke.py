@@ -58,12 +58,13 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positive_int
 from ..odeint import solve
 from ..solvers.methods import get_method
 from ..solvers.stats import SolverStats
 from ..solvers.step import HermiteDense, StepResult, no_accept
 from ..solvers.tableau import ButcherTableau
-from ._checks import batch, positive_int, real, same_shape
+from ._checks import batch, real, same_shape
 
 _GRID_TOL = 1e-9
 
@@ -137,7 +138,7 @@ class BespokeSolver(nn.Module):
                  t_span: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.base = _base_tableau(base)
-        self.num_steps = positive_int("BespokeSolver", "num_steps", num_steps)
+        self.num_steps = check_positive_int("BespokeSolver", "num_steps", num_steps)
         try:
             t0, t1 = (float(v) for v in t_span)
         except (TypeError, ValueError):
@@ -347,8 +348,8 @@ def fit_bespoke(solver: BespokeSolver, vector_field: Callable, x0: Tensor, x_ref
                          f"{type(solver).__name__}")
     x0 = batch("fit_bespoke", "x0", x0, min_dim=2)
     same_shape("fit_bespoke", "x0", x0, "x_ref", x_ref)
-    positive_int("fit_bespoke", "iterations", iterations)
-    positive_int("fit_bespoke", "batch_size", batch_size)
+    check_positive_int("fit_bespoke", "iterations", iterations)
+    check_positive_int("fit_bespoke", "batch_size", batch_size)
     real("fit_bespoke", "lr", lr, low=0.0, low_open=True)
     params = list(solver.parameters())
     opt = torch.optim.Adam(params, lr=lr)

@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positive_int
 from ..data.densities import LOG_DENSITIES, log_density
 from ..metrics.generative import frechet_distance, mmd, precision_recall, sliced_wasserstein
-from ._checks import positive_int
 
 
 def density_quality(samples: Tensor, fresh: Tensor, density: str | None = None, *,
@@ -65,14 +65,14 @@ class FeatureClassifier(nn.Module):
                  features: int = 64):
         super().__init__()
         owner = "FeatureClassifier"
-        channels = positive_int(owner, "channels", channels)
-        size = positive_int(owner, "size", size, minimum=2)
+        channels = check_positive_int(owner, "channels", channels)
+        size = check_positive_int(owner, "size", size, minimum=2)
         half = (size + 1) // 2
         self.body = nn.Sequential(
             nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(),
-            nn.Linear(64 * half * half, positive_int(owner, "features", features)), nn.ReLU())
-        self.head = nn.Linear(features, positive_int(owner, "classes", classes))
+            nn.Linear(64 * half * half, check_positive_int(owner, "features", features)), nn.ReLU())
+        self.head = nn.Linear(features, check_positive_int(owner, "classes", classes))
 
     def features(self, x: Tensor) -> Tensor:
         """``[B, features]`` penultimate activations."""
@@ -94,7 +94,7 @@ def train_feature_classifier(x: Tensor, y: Tensor, *, x_test: Tensor | None = No
     net = FeatureClassifier(x.shape[1], x.shape[-1], classes)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    for _ in range(positive_int("train_feature_classifier", "epochs", epochs)):
+    for _ in range(check_positive_int("train_feature_classifier", "epochs", epochs)):
         perm = torch.randperm(x.shape[0], generator=gen)
         for i in range(0, x.shape[0], batch_size):
             idx = perm[i:i + batch_size]
@@ -132,7 +132,7 @@ def evaluate_samplers(vector_field: Callable, samplers: Mapping[str, Callable], 
     per-sample distance to the ``reference`` sampler's samples from the same noise) and
     the entries of ``quality(samples)``; ``samples[name]`` the samples of the first run.
     """
-    positive_int("evaluate_samplers", "repeats", repeats)
+    check_positive_int("evaluate_samplers", "repeats", repeats)
     if reference not in samplers:
         raise ValueError(f"evaluate_samplers: reference {reference!r} is not among the "
                          f"samplers {sorted(samplers)}")

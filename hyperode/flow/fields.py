@@ -28,7 +28,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ._checks import positive_int, real
+from ..checks import check_positive_int
+from ._checks import real
 
 ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus,
                "elu": nn.ELU}
@@ -77,10 +78,10 @@ class TimeMLP(nn.Module):
                  activation: str = "silu", time_features: int = 4):
         super().__init__()
         owner = "TimeMLP"
-        self.dim = positive_int(owner, "dim", dim)
-        self.time_features = positive_int(owner, "time_features", time_features, minimum=0)
+        self.dim = check_positive_int(owner, "dim", dim)
+        self.time_features = check_positive_int(owner, "time_features", time_features, minimum=0)
         widths = [self.dim + 1 + 2 * self.time_features,
-                  *[positive_int(owner, "every hidden width", w) for w in hidden], self.dim]
+                  *[check_positive_int(owner, "every hidden width", w) for w in hidden], self.dim]
         layers: list[nn.Module] = []
         for i in range(len(widths) - 1):
             if i:
@@ -116,13 +117,13 @@ class ConvField(nn.Module):
                  time_features: int = 4, groups: int = 8):
         super().__init__()
         owner = "ConvField"
-        self.channels = positive_int(owner, "channels", channels)
-        width = positive_int(owner, "width", width)
-        depth = positive_int(owner, "depth", depth)
-        groups = positive_int(owner, "groups", groups)
+        self.channels = check_positive_int(owner, "channels", channels)
+        width = check_positive_int(owner, "width", width)
+        depth = check_positive_int(owner, "depth", depth)
+        groups = check_positive_int(owner, "groups", groups)
         if width % groups:
             raise ValueError(f"ConvField: groups={groups} must divide width={width}")
-        self.time_features = positive_int(owner, "time_features", time_features, minimum=0)
+        self.time_features = check_positive_int(owner, "time_features", time_features, minimum=0)
         t_in = 1 + 2 * self.time_features
         self.convs = nn.ModuleList(
             nn.Conv2d(self.channels if i == 0 else width, width, 3, padding=1)

@@ -31,13 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import check_positive_int
 from ..hyper.fitting import FitHistory, fit
 from ..hyper.solver import HyperSolver
 from ..odeint import solve
 from ..solvers.config import method_kind
 from ..solvers.methods import get_method
 from ..solvers.tableau import ButcherTableau
-from ._checks import positive_int, real
+from ._checks import real
 from .bespoke import BespokeHistory, BespokeSolver, fit_bespoke
 
 SPAN = (0.0, 1.0)
@@ -77,7 +78,7 @@ class FixedSampler:
 
     def __init__(self, method: str | ButcherTableau, nfe: int):
         self.method = method
-        self.nfe = positive_int("FixedSampler", "nfe", nfe)
+        self.nfe = check_positive_int("FixedSampler", "nfe", nfe)
         s = stages_of(method)
         if self.nfe % s:
             raise ValueError(f"FixedSampler: nfe={nfe} is not a multiple of {method!r}'s "
@@ -123,7 +124,7 @@ class MethodSampler:
 def hypersolver_sampler(hyper: HyperSolver, nfe: int, name: str | None = None) -> MethodSampler:
     """A hypersolver with ``nfe / base stages`` uniform steps (``g`` is counted apart,
     one evaluation per step)."""
-    positive_int("hypersolver_sampler", "nfe", nfe)
+    check_positive_int("hypersolver_sampler", "nfe", nfe)
     if nfe % hyper.stages:
         raise ValueError(f"hypersolver_sampler: nfe={nfe} is not a multiple of "
                          f"{hyper.name}'s {hyper.stages} stages per step")
@@ -155,7 +156,7 @@ def fit_flow_hypersolver(hyper: HyperSolver, vector_field: Callable, prior_shape
     ``trajectory_weight = 1``) against ``reference``-tolerance dopri5 solves of fresh
     prior batches of ``prior_shape`` (a new batch every ``new_batch_every``
     iterations). Extra keywords go to ``FitConfig``."""
-    positive_int("fit_flow_hypersolver", "nfe", nfe)
+    check_positive_int("fit_flow_hypersolver", "nfe", nfe)
     if nfe % hyper.stages:
         raise ValueError(f"fit_flow_hypersolver: nfe={nfe} is not a multiple of {hyper.name}'s "
                          f"{hyper.stages} stages")
@@ -182,7 +183,7 @@ def fit_flow_bespoke(solver: BespokeSolver, vector_field: Callable, prior_shape:
     """Fit ``solver`` to ``pairs`` prior samples (``prior_shape`` without the batch, e.g.
     ``(2,)``) and their dopri5 end points; a further ``pairs // 4`` are held out for
     ``val_before``/``val_after``. Extra keywords go to ``fit_bespoke``."""
-    positive_int("fit_flow_bespoke", "pairs", pairs, minimum=2)
+    check_positive_int("fit_flow_bespoke", "pairs", pairs, minimum=2)
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.randn((pairs + pairs // 4, *prior_shape), generator=gen)
     ref = reference_endpoints(vector_field, x0, rtol, atol)

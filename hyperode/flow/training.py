@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ._checks import batch, positive_int, real
+from ..checks import check_positive_int
+from ._checks import batch, real
 from .couplings import COUPLINGS
 from .losses import FlowMatcher
 from .paths import PATHS, get_path
@@ -63,8 +64,8 @@ class FlowTrainConfig:
 
     def __post_init__(self) -> None:
         owner = "FlowTrainConfig"
-        positive_int(owner, "iterations", self.iterations)
-        positive_int(owner, "batch_size", self.batch_size)
+        check_positive_int(owner, "iterations", self.iterations)
+        check_positive_int(owner, "batch_size", self.batch_size)
         real(owner, "lr", self.lr, low=0.0, low_open=True)
         real(owner, "weight_decay", self.weight_decay, low=0.0)
         real(owner, "final_lr_fraction", self.final_lr_fraction, low=0.0, high=1.0)
@@ -77,8 +78,8 @@ class FlowTrainConfig:
             raise ValueError(f"{owner}: coupling must be one of {sorted(COUPLINGS)}, got "
                              f"{self.coupling!r}")
         real(owner, "ema", self.ema, low=0.0, high=1.0, high_open=True)
-        positive_int(owner, "seed", self.seed, minimum=0)
-        positive_int(owner, "log_every", self.log_every)
+        check_positive_int(owner, "seed", self.seed, minimum=0)
+        check_positive_int(owner, "log_every", self.log_every)
 
     def matcher(self) -> FlowMatcher:
         """The ``FlowMatcher`` these settings describe."""

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_positive_int
 from ..solvers.problem import State
 
 ACTIVATIONS = {"prelu": nn.PReLU, "relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh,
@@ -42,19 +43,13 @@ def _activation(owner: str, name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def _positive_int(owner: str, name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _widths(owner: str, hidden: Sequence[int]) -> list[int]:
     try:
         widths = list(hidden)
     except TypeError:
         raise ValueError(f"{owner}: hidden must be a sequence of ints, got {hidden!r}") from None
     for w in widths:
-        _positive_int(owner, "every hidden width", w)
+        check_positive_int(owner, "every hidden width", w)
     return widths
 
 
@@ -89,7 +84,7 @@ class HyperNet(nn.Module):
 
     def __init__(self, x_dim: int = 0):
         super().__init__()
-        self.x_dim = _positive_int(type(self).__name__, "x_dim", x_dim, minimum=0)
+        self.x_dim = check_positive_int(type(self).__name__, "x_dim", x_dim, minimum=0)
         self._x: Tensor | None = None
 
     @property
@@ -154,7 +149,7 @@ class MLPHyperNet(HyperNet):
                  zero_init: bool = True):
         super().__init__(x_dim)
         owner = "MLPHyperNet"
-        self.state_dim = _positive_int(owner, "state_dim", state_dim)
+        self.state_dim = check_positive_int(owner, "state_dim", state_dim)
         self.time_input = bool(time_input)
         _activation(owner, activation)
         in_dim = 2 * state_dim + 1 + int(self.time_input) + self.x_dim
@@ -202,8 +197,8 @@ class ConvHyperNet(HyperNet):
                  zero_init: bool = True):
         super().__init__(0)
         owner = "ConvHyperNet"
-        self.channels = _positive_int(owner, "channels", channels)
-        k = _positive_int(owner, "kernel_size", kernel_size)
+        self.channels = check_positive_int(owner, "channels", channels)
+        k = check_positive_int(owner, "kernel_size", kernel_size)
         if k % 2 == 0:
             raise ValueError(f"ConvHyperNet: kernel_size must be odd (same-size padding), "
                              f"got {k}")
@@ -276,7 +271,7 @@ def cnf_hypernet(dim: int = 2, hidden: int = 64, x_input: bool = True) -> MLPHyp
     ``g(eps, t, y, dy)`` does not receive (only the first stage is reused, so ``g``
     adds no ``f`` evaluation and works with any base).
     """
-    dim = _positive_int("cnf_hypernet", "dim", dim)
-    hidden = _positive_int("cnf_hypernet", "hidden", hidden)
+    dim = check_positive_int("cnf_hypernet", "dim", dim)
+    hidden = check_positive_int("cnf_hypernet", "hidden", hidden)
     return MLPHyperNet(dim + 1, (hidden, hidden), "prelu",
                        x_dim=(dim + 1) if x_input else 0)

@@ -386,6 +386,13 @@ class StatelessStepper:
         return self.step_fn(self.f, t, y, h, k1)
 
 
+def is_learned(method: object) -> bool:
+    """Whether a step method carries a learned correction (a hypersolver: its network
+    ``g`` is called ``corrections_per_step`` times per step)."""
+    return bool(getattr(method, "corrections_per_step", 0)) \
+        or getattr(method, "g", None) is not None
+
+
 def bind(method: ButcherTableau | StepMethod, f: Field, stats: SolverStats) -> Stepper:
     """The ``Stepper`` of ``method`` for one solve on ``f``, counting into ``stats``."""
     if isinstance(method, ButcherTableau):
