@@ -81,8 +81,9 @@ EXPERIMENTS = ("grid", "rk4", "tolerance", "adaptation", "digits")
 FORMAT = "odeness/2"  # layout of odeness.json
 THRESHOLDS = (0.1, 0.02)
 #: rk4 step counts of the reference solver, per task (digits' conv field is ~50x dearer
-#: per evaluation and its grid stops at 16 Euler steps).
-REFERENCE_STEPS = {"spheres": (256, 512), "digits": (64, 128)}
+#: per evaluation and its grid stops at 16 Euler steps; the paper's 96-channel MNIST block
+#: costs ~2 ms per image and evaluation on one core, its grid stops at 8 Euler steps).
+REFERENCE_STEPS = {"spheres": (256, 512), "digits": (64, 128), "mnist5k": (8, 16)}
 FULL: dict[str, Any] = {
     "iterations": 1500, "seeds": 3,
     "euler_steps": [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64],
@@ -355,48 +356,68 @@ def run_experiment(name: str, preset: dict[str, Any], seeds: int | None) -> dict
 #: points. The paper trains 10 000 iterations with 5 seeds.
 PAPER_OPTIONS: dict[str, Any] = {"model": "ott", "lr": 1e-4, "lr_min": 1e-4, "clip": 0.0,
                                  "optimizer": "adam", "weight_decay": 0.0, "batch_size": 128}
-PAPER_EXPERIMENTS = ("adaptation", "tolerance", "fehlberg2", "grid", "rk4")
+PAPER_EXPERIMENTS = ("adaptation", "tolerance", "fehlberg2", "grid", "rk4", "mnist-grid",
+                     "mnist-adaptation")
+#: The MNIST panel (paper App. B, Figs. 10a and 19; App. D.1) on the 5000 real digits of
+#: ``mnist5k``: ``ott_mnist_model`` (Conv2d block, 96 channels, no augmentation, Linear
+#: classifier), plain SGD at a constant 1e-2 as the paper's fixed-step runs, no clipping;
+#: batch 32 instead of 256 and a seeded 500-image half of the 1000 test images, for the
+#: CPU (the test solvers cost ~2 ms per image and evaluation).
+MNIST_OPTIONS: dict[str, Any] = {"model": "ott", "optimizer": "sgd", "lr": 1e-2,
+                                 "lr_min": 1e-2, "clip": 0.0, "weight_decay": 0.0,
+                                 "batch_size": 32, "eval_batch_size": 500}
 PAPER_DEFAULT = ("adaptation", "tolerance")
 PAPER_FORMAT = "odeness_paper/1"  # layout of odeness_paper.json
 PAPER_FULL: dict[str, Any] = {
     "iterations": 3000, "seeds": 3, "initial_tol": 1e-6, "eval_every": 250, "window": 50,
-    "euler_steps": [8, 16, 32, 64], "rk4_steps": [2, 4, 8],
+    "euler_steps": [8, 16, 32, 64, 128], "rk4_steps": [2, 4, 8, 16],
+    "mnist_iterations": 300, "mnist_seeds": 2, "mnist_steps": [1, 2, 4, 8], "mnist_n_test": 500,
 }
 PAPER_QUICK: dict[str, Any] = {
     "iterations": 60, "seeds": 1, "initial_tol": 1e-6, "eval_every": 30, "window": 10,
     "euler_steps": [2, 8], "rk4_steps": [2],
+    "mnist_iterations": 4, "mnist_seeds": 1, "mnist_steps": [1], "mnist_n_test": 20,
 }
 
 
-def run_paper_experiment(name: str, preset: dict[str, Any], seeds: list[int],
+def run_paper_experiment(name: str, preset: dict[str, Any], seeds: list[int] | None,
                          save: Any) -> dict[str, Any]:
-    """One experiment of ``PAPER_EXPERIMENTS`` in the paper's setting for ``seeds``;
-    ``save(entry)`` is called with the partial entry after each seed (adaptations) and
-    at the end."""
-    n_seeds = seeds
+    """One experiment of ``PAPER_EXPERIMENTS`` in the paper's setting for ``seeds``
+    (``None``: the preset's); ``save(entry)`` is called with the partial entry after
+    each seed (adaptations) and at the end."""
     t0, load0 = time.process_time(), [round(x, 2) for x in os.getloadavg()]
-    split = load_split(resolve_config(TrainConfig(task="spheres", **PAPER_OPTIONS)))
-    opts = {**PAPER_OPTIONS, "eval_every": preset["eval_every"]}
-    its = preset["iterations"]
+    if name.startswith("mnist-"):
+        n_seeds = seeds if seeds is not None else list(range(preset["mnist_seeds"]))
+        task, its = "mnist5k", preset["mnist_iterations"]
+        train_opts = {**MNIST_OPTIONS, "n_test": preset["mnist_n_test"]}
+        opts = {**train_opts, "eval_every": max(1, its // 4)}
+    else:
+        n_seeds = seeds if seeds is not None else list(range(preset["seeds"]))
+        task, its = "spheres", preset["iterations"]
+        train_opts = dict(PAPER_OPTIONS)
+        opts = {**train_opts, "eval_every": preset["eval_every"]}
+    split = load_split(resolve_config(TrainConfig(task=task, **train_opts)))
 
     def stamp(entry: dict[str, Any]) -> dict[str, Any]:
-        return {**entry, "cpu_s_experiment": time.process_time() - t0, "loadavg_start": load0,
+        return {**entry, "training": train_opts,
+                "cpu_s_experiment": time.process_time() - t0, "loadavg_start": load0,
                 "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
 
     def partial(entry: dict[str, Any]) -> None:
         save(stamp({**entry, "complete": False}))
 
-    if name == "adaptation":
-        out = run_step_adaptation(n_seeds, its, split, options=opts, window=preset["window"],
-                                  on_seed=partial)
+    if name in ("adaptation", "mnist-adaptation"):
+        out = run_step_adaptation(n_seeds, its, split, task=task, options=opts,
+                                  window=preset["window"], on_seed=partial)
     elif name in ("tolerance", "fehlberg2"):
         method = "dopri5" if name == "tolerance" else "fehlberg2"
         out = run_tolerance_adaptation(n_seeds, its, split, preset["initial_tol"], method,
                                        options=opts, window=preset["window"], on_seed=partial)
     elif name in ("grid", "rk4"):
         method, key = ("euler", "euler_steps") if name == "grid" else ("rk4", "rk4_steps")
-        out = _grid("spheres", method, preset[key], n_seeds, its,
-                    train_options={**PAPER_OPTIONS})
+        out = _grid("spheres", method, preset[key], n_seeds, its, train_options=train_opts)
+    elif name == "mnist-grid":
+        out = _grid(task, "euler", preset["mnist_steps"], n_seeds, its, train_options=train_opts)
     else:
         raise ValueError(f"--only: unknown paper experiment {name!r}; choose from "
                          f"{PAPER_EXPERIMENTS}")
@@ -464,9 +485,9 @@ def paper_main(args: Any, only: list[str], out: Path, argv: list[str] | None) ->
 
         _update_json(path, start)
         seeds = (args.seed_list if args.seed_list is not None
-                 else list(range(preset["seeds"] if args.seeds is None else args.seeds)))
+                 else None if args.seeds is None else list(range(args.seeds)))
         for name in only:
-            print(f"== paper {name} seeds {seeds}", flush=True)
+            print(f"== paper {name} seeds {'preset' if seeds is None else seeds}", flush=True)
             run_paper_experiment(name, preset, seeds,
                                  lambda entry, name=name: _update_json(
                                      path, lambda res: _merge_seeds(res, name, entry)))
@@ -637,6 +658,16 @@ def make_paper_plots(res: dict[str, Any], out: Path) -> list[str]:
             fname = f"odeness_paper_{name}.png"
             made.append(plot_grid(GridResult.from_dict(res[name]), out / fname,
                                   title=f"Spheres-2D, paper's model: {method}-trained").name)
+    grid, adapt = res.get("mnist-grid"), res.get("mnist-adaptation")
+    if grid and grid.get("complete"):
+        extra = [(r["final_num_steps"], r["test_accuracy"], "step adaptation (final)")
+                 for r in adapt["runs"]] if adapt else []
+        made.append(plot_grid(GridResult.from_dict(grid), out / "odeness_paper_mnist_grid.png",
+                              title="mnist5k, ott_mnist_model, SGD 1e-2: Euler-trained",
+                              extra_points=extra).name)
+    if adapt and adapt["runs"]:
+        made.append(plot_step_adaptation(adapt, grid if grid and grid.get("complete") else None,
+                                         out / "odeness_paper_mnist_adaptation.png"))
     return made
 
 
@@ -987,9 +1018,38 @@ def write_paper_markdown(res: dict[str, Any], path: Path) -> None:
         if res.get(name) and res[name].get("complete"):
             lines += [*_grid_md(res[name], f"{method} grid, the paper's model"), ""]
     lines += ["## What the runs show", "", *PAPER_NOTES, ""]
+    if res.get("mnist-grid") or res.get("mnist-adaptation"):
+        lines += [*_mnist_md(res), ""]
     if res.get("plots"):
         lines += ["Plots: " + ", ".join(res["plots"])]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _mnist_md(res: dict[str, Any]) -> list[str]:
+    """The MNIST panel: setting, Euler grid, step adaptation, notes."""
+    cfg = res.get("config", {})
+    lines = ["## MNIST panel (paper App. B: Fig. 10a grid, Fig. 19 step adaptation)", "",
+             "Setting (paper App. D.1, at CPU scale): `mnist5k` (5000 real MNIST digits, "
+             "the stratified 4000 / 1000 split, all 4000 training images), "
+             "`ott_mnist_model` (Conv2d(1->96, 1x1) - ReLU - Conv2d(96->96, 3x3) - ReLU - "
+             "Conv2d(96->1, 1x1) on the 28x28 image, no augmentation, Flatten - "
+             "Linear(784, 10)), plain SGD at a constant "
+             f"{MNIST_OPTIONS['lr']:g} (the paper's fixed-step optimiser), no clipping, batch "
+             f"{MNIST_OPTIONS['batch_size']} (the paper: 256), "
+             f"{cfg.get('mnist_iterations')} iterations (the paper: 7020 at batch 256), seeds "
+             f"0-{cfg.get('mnist_seeds', 1) - 1} (the paper: 5). Accuracy on "
+             f"{cfg.get('mnist_n_test')} of the 1000 test images (a seeded subset; every "
+             "test solver costs ~2 ms per image and evaluation on one core). Reference = rk4 "
+             f"at {' and '.join(map(str, REFERENCE_STEPS['mnist5k']))} steps.", ""]
+    if res.get("mnist-grid") and res["mnist-grid"].get("complete"):
+        lines += [*_grid_md(res["mnist-grid"], "Euler grid (Fig. 10a)"), ""]
+    if res.get("mnist-adaptation"):
+        lines += [*_step_adaptation_md(res["mnist-adaptation"],
+                                       "Step adaptation, Euler -> midpoint (Fig. 19)"), ""]
+    return [*lines, *MNIST_NOTES]
+
+
+MNIST_NOTES: list[str] = []
 
 
 PAPER_DIFFERENCES: list[str] = [

@@ -58,6 +58,37 @@ def test_paper_mode_trains_the_papers_model_and_merges_seed_lists(tmp_path, caps
     assert is_png(tmp_path / "odeness_paper_adaptation.png")
 
 
+def test_paper_mode_mnist_panel_trains_otts_mnist_model_with_sgd(tmp_path, capsys):
+    """The MNIST panel (Euler grid and step adaptation) on mnist5k: the paper's 96-channel
+    Conv2d block, plain SGD 1e-2, a seeded test subset, the reference solves."""
+    bench = _load()
+    bench.main(["--paper", "--quick", "--only", "mnist-grid,mnist-adaptation",
+                "--out", str(tmp_path)])
+    capsys.readouterr()
+    res = json.loads((tmp_path / "odeness_paper.json").read_text())
+    quick = bench.PAPER_QUICK
+    g, a = res["mnist-grid"], res["mnist-adaptation"]
+    assert g["complete"] and a["complete"]
+    for entry in (g, a):
+        assert entry["training"]["optimizer"] == "sgd" and entry["training"]["model"] == "ott"
+        assert entry["training"]["n_test"] == quick["mnist_n_test"]
+    assert g["config"]["task"] == "mnist5k" and g["config"]["values"] == quick["mnist_steps"]
+    assert g["config"]["train_config"]["optimizer"] == "sgd"
+    (run,) = g["runs"]
+    # accuracies are fractions of the test subset
+    n = quick["mnist_n_test"]
+    assert abs(run["test_accuracy"] * n - round(run["test_accuracy"] * n)) < 1e-5
+    assert set(run["extra"]) >= {"rk4_8", "rk4_16", "drop", "converged"}
+    (ad,) = a["runs"]
+    assert a["task"] == "mnist5k" and a["iterations"] == quick["mnist_iterations"]
+    assert 1 <= ad["final_num_steps"] <= 500 and ad["final_solver"]["method"] == "euler"
+    md = (tmp_path / "odeness_paper.md").read_text()
+    assert "## MNIST panel" in md and "Euler grid (Fig. 10a)" in md
+    assert "Step adaptation, Euler -> midpoint (Fig. 19)" in md
+    for png in ("odeness_paper_mnist_grid.png", "odeness_paper_mnist_adaptation.png"):
+        assert is_png(tmp_path / png)
+
+
 def test_paper_mode_names_the_bad_experiment(tmp_path, capsys):
     bench = _load()
     with pytest.raises(SystemExit):

@@ -63,6 +63,27 @@ def test_training_decreases_loss(tmp_path):
     assert result.results["final"]["test_accuracy"] > 0.9
 
 
+def test_sgd_optimizer_takes_plain_gradient_steps(tmp_path):
+    """``optimizer="sgd"`` (Ott et al.'s fixed-step MNIST setting) is plain SGD: at a
+    constant learning rate each iteration moves the weights by exactly -lr * grad."""
+    from hyperode.experiments.train import _make_optimizer
+
+    cfg = tiny(tmp_path, optimizer="sgd", lr=0.05, lr_min=0.05, weight_decay=0.0)
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = _make_optimizer(cfg, [w])
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0
+    for _ in range(2):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        before, grad = w.detach().clone(), w.grad.clone()
+        opt.step()
+        assert torch.allclose(w.detach(), before - 0.05 * grad)
+    result = train(tiny(tmp_path / "run", optimizer="sgd", lr=0.1, iterations=40))
+    losses = [r["loss"] for r in read_metrics(result.run_dir / "metrics.jsonl")
+              if "loss" in r]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
 def test_run_folder_contents(tmp_path):
     out = tmp_path / "sph"
     cfg = TrainConfig(task="spheres", model="mlp", n_train=256, n_test=200, method="rk4",
@@ -381,7 +402,7 @@ def test_cli_help_lists_the_tasks(capsys):
     (["--task", "spheres", "--step-size", "0.1", "--num-steps", "4"], "--num-steps"),
     (["--task", "spheres", "--seminorm"], "--seminorm"),
     (["--task", "spheres", "--batch-size", "0"], "--batch-size"),
-    (["--task", "spheres", "--optimizer", "sgd"], "--optimizer"),
+    (["--task", "spheres", "--optimizer", "rmsprop"], "--optimizer"),
     (["--task", "spheres", "--lr", "nan"], "--lr"),
     (["--task", "spheres", "--method", "dopri6"], "--method"),
     (["--task", "nope"], "--task"),

@@ -22,7 +22,7 @@ from ..solvers.config import method_kind
 from ..solvers.methods import METHODS
 from .tasks import get_task
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("cpu", "cuda")
 
 #: Fields a resumed run may change; any other difference from the saved run is an error.
@@ -59,7 +59,8 @@ class TrainConfig:
             solver; ``seminorm``: the seminorm for the adjoint's error control.
     Optimisation:
         iterations, batch_size (global, split evenly over processes), lr, lr_min (end
-        of the cosine schedule), optimizer (adam, adamw), weight_decay, clip (maximum
+        of the cosine schedule), optimizer (adam, adamw, or sgd: plain SGD without
+        momentum, as Ott et al. train their fixed-step MNIST models), weight_decay, clip (maximum
         gradient norm; 0 disables), seed (model initialisation, data order).
     Run:
         device (cpu, cuda; default cuda when available), threads (CPU threads of this

@@ -782,8 +782,11 @@ def _to_device(split: Split, device: torch.device) -> _DeviceData:
 
 
 def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    lr, decay = cast(float, cfg.lr), cast(float, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cast(float, cfg.lr), weight_decay=cast(float, cfg.weight_decay))
+    return cls(params, lr=lr, weight_decay=decay)
 
 
 def _to_cpu(obj: Any) -> Any:
