@@ -36,6 +36,18 @@ adaptation checks is not in the training NFE; the checks' NFE is reported apart.
                                                       # results are kept from odeness.json
     python benchmarks/odeness.py --report-only        # targets/md/plots from odeness.json
 
+``--paper`` trains the papers' own settings instead (``odeness_paper.json/md``):
+spheres-2D with the Conv1d block, Adam 1e-4 constant, no clipping (``adaptation``,
+``tolerance`` = dopri5 and ``fehlberg2`` tolerance adaptation from 1e-6, Euler ``grid``,
+``rk4`` grid; App. D.3, Table 1) and the MNIST panel on ``mnist5k`` with
+``ott_mnist_model`` and plain SGD 1e-2 (``mnist-grid``, ``mnist-adaptation``; App. B
+Figs. 10a and 19, App. D.1). ``--seed-list`` runs some seeds per command; the
+adaptations of several commands merge into one entry:
+
+    python benchmarks/odeness.py --paper --only fehlberg2 --seed-list 0,1,2
+    python benchmarks/odeness.py --paper --only mnist-grid,mnist-adaptation
+    python benchmarks/odeness.py --paper --quick      # smoke run of the spheres default
+
 Writes ``odeness.json`` (config, versions, load average, every figure), ``odeness.md``
 (tables, targets met / not met) and the PNGs ``odeness_grid.png`` (Euler),
 ``odeness_rk4.png``, ``odeness_fehlberg2.png``, ``odeness_dopri5.png``,
