@@ -78,7 +78,7 @@ from hyperode.adapt import (
     solver_independence_report,
     test_solver,
 )
-from hyperode.adapt.grid import critical_summary
+from hyperode.adapt.grid import critical_summary, summarise_runs
 from hyperode.errors import SolverError
 from hyperode.experiments import TrainConfig, run_grid, train
 from hyperode.experiments.config import resolve_config
@@ -457,11 +457,42 @@ def _update_json(path: Path, change: Any) -> dict[str, Any]:
     return res
 
 
+def _same_grid(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two grid entries of one grid (task, method, values, iterations, options, test
+    solvers) whose seeds can be pooled."""
+    keys = ("task", "method", "values", "iterations", "threshold", "thresholds",
+            "step_factors", "tol_factors", "train_options")
+    return all(old["config"].get(k) == new["config"].get(k) for k in keys)
+
+
+def _merge_grid(old: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry``'s grid runs pooled with ``old``'s runs of other seeds: the summary, the
+    critical values and the reference summary are recomputed over all of them."""
+    mine = set(entry["config"]["seeds"])
+    runs = sorted([r for r in old["runs"] if r["seed"] not in mine] + entry["runs"],
+                  key=lambda r: (entry["config"]["values"].index(r["value"]), r["seed"]))
+    cfg = {**entry["config"], "seeds": sorted({r["seed"] for r in runs})}
+    summary = summarise_runs(cfg, runs)
+    critical = {str(t): critical_summary(cfg["kind"], summary, runs, t)
+                for t in cfg["thresholds"]}
+    old_cpu = sum(r["cpu_s_train"] + r["cpu_s_report"] for r in old["runs"]
+                  if r["seed"] not in mine)
+    out = {**entry, "config": cfg, "runs": runs, "summary": summary, "critical": critical,
+           "cpu_s": entry["cpu_s"] + old_cpu,
+           "cpu_s_experiment": entry["cpu_s_experiment"] + old_cpu}
+    _add_reference_summary(out)
+    return out
+
+
 def _merge_seeds(res: dict[str, Any], name: str, entry: dict[str, Any]) -> None:
-    """Store ``entry`` as ``res[name]``; an adaptation keeps the runs of other seeds
-    already there (written by another ``--seed-list`` command), ordered by seed.
+    """Store ``entry`` as ``res[name]``; an adaptation or a grid keeps the runs of other
+    seeds already there (written by another ``--seed-list`` command), ordered by seed;
+    a grid's summary and critical values are recomputed over the pooled runs.
     ``complete`` is that of the command writing last (``False`` while its seeds run)."""
     old = res.get(name)
+    if old and "summary" in entry and "summary" in old and _same_grid(old, entry):
+        res[name] = _merge_grid(old, entry)
+        return
     if old and "runs" in entry and "history" in (entry["runs"] or [{}])[0] and (
             old.get("iterations") == entry.get("iterations")):
         mine = {r["seed"] for r in entry["runs"]}

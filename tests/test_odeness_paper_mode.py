@@ -58,6 +58,29 @@ def test_paper_mode_trains_the_papers_model_and_merges_seed_lists(tmp_path, caps
     assert is_png(tmp_path / "odeness_paper_adaptation.png")
 
 
+def test_paper_mode_grid_seed_lists_pool_into_one_grid(tmp_path, capsys):
+    """Two ``--seed-list`` commands of one grid: the second keeps the first's runs and
+    the summary and critical values are those of the pooled runs."""
+    bench = _load()
+    for seeds in ("1", "0"):
+        bench.main(["--paper", "--quick", "--only", "rk4", "--seed-list", seeds,
+                    "--out", str(tmp_path)])
+    capsys.readouterr()
+    g = json.loads((tmp_path / "odeness_paper.json").read_text())["rk4"]
+    assert g["complete"] and g["config"]["seeds"] == [0, 1]
+    assert sorted((r["value"], r["seed"]) for r in g["runs"]) == [
+        (v, s) for v in bench.PAPER_QUICK["rk4_steps"] for s in (0, 1)]
+    for row in g["summary"]:
+        runs = [r for r in g["runs"] if r["value"] == row["value"]]
+        assert sorted(row["seeds"]) == [0, 1]
+        assert row["worst_drop"] == max(r["max_drop"]["all"] for r in runs)
+        assert abs(row["acc_mean"] - sum(r["test_accuracy"] for r in runs) / 2) < 1e-12
+        assert row["reference"]["worst_drop"] == max(r["extra"]["drop"] for r in runs)
+    summary = bench.summarise_runs(g["config"], g["runs"])
+    assert g["critical"]["0.1"] == bench.critical_summary("steps", summary, g["runs"], 0.1)
+    assert "seeds [0, 1]" in (tmp_path / "odeness_paper.md").read_text()
+
+
 def test_paper_mode_mnist_panel_trains_otts_mnist_model_with_sgd(tmp_path, capsys):
     """The MNIST panel (Euler grid and step adaptation) on mnist5k: the paper's 96-channel
     Conv2d block, plain SGD 1e-2, a seeded test subset, the reference solves."""
