@@ -378,6 +378,9 @@ PAPER_EXPERIMENTS = ("adaptation", "tolerance", "fehlberg2", "grid", "rk4", "mni
 MNIST_OPTIONS: dict[str, Any] = {"model": "ott", "optimizer": "sgd", "lr": 1e-2,
                                  "lr_min": 1e-2, "clip": 0.0, "weight_decay": 0.0,
                                  "batch_size": 32, "eval_batch_size": 500}
+#: The grid experiments: training method and the preset key of their step counts.
+PAPER_GRIDS = {"grid": ("euler", "euler_steps"), "rk4": ("rk4", "rk4_steps"),
+               "mnist-grid": ("euler", "mnist_steps")}
 PAPER_DEFAULT = ("adaptation", "tolerance")
 PAPER_FORMAT = "odeness_paper/1"  # layout of odeness_paper.json
 PAPER_FULL: dict[str, Any] = {
@@ -398,13 +401,14 @@ def run_paper_experiment(name: str, preset: dict[str, Any], seeds: list[int] | N
     (``None``: the preset's); ``save(entry)`` is called with the partial entry after
     each seed (adaptations) and at the end."""
     t0, load0 = time.process_time(), [round(x, 2) for x in os.getloadavg()]
-    if name.startswith("mnist-"):
-        n_seeds = seeds if seeds is not None else list(range(preset["mnist_seeds"]))
+    mnist = name.startswith("mnist-")
+    n_seeds = seeds if seeds is not None else list(range(
+        preset["mnist_seeds" if mnist else "seeds"]))
+    if mnist:
         task, its = "mnist5k", preset["mnist_iterations"]
         train_opts = {**MNIST_OPTIONS, "n_test": preset["mnist_n_test"]}
         opts = {**train_opts, "eval_every": max(1, its // 4)}
     else:
-        n_seeds = seeds if seeds is not None else list(range(preset["seeds"]))
         task, its = "spheres", preset["iterations"]
         train_opts = dict(PAPER_OPTIONS)
         opts = {**train_opts, "eval_every": preset["eval_every"]}
@@ -425,11 +429,9 @@ def run_paper_experiment(name: str, preset: dict[str, Any], seeds: list[int] | N
         method = "dopri5" if name == "tolerance" else "fehlberg2"
         out = run_tolerance_adaptation(n_seeds, its, split, preset["initial_tol"], method,
                                        options=opts, window=preset["window"], on_seed=partial)
-    elif name in ("grid", "rk4"):
-        method, key = ("euler", "euler_steps") if name == "grid" else ("rk4", "rk4_steps")
-        out = _grid("spheres", method, preset[key], n_seeds, its, train_options=train_opts)
-    elif name == "mnist-grid":
-        out = _grid(task, "euler", preset["mnist_steps"], n_seeds, its, train_options=train_opts)
+    elif name in PAPER_GRIDS:
+        method, key = PAPER_GRIDS[name]
+        out = _grid(task, method, preset[key], n_seeds, its, train_options=train_opts)
     else:
         raise ValueError(f"--only: unknown paper experiment {name!r}; choose from "
                          f"{PAPER_EXPERIMENTS}")
@@ -465,18 +467,25 @@ def _same_grid(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(old["config"].get(k) == new["config"].get(k) for k in keys)
 
 
+def _pool_runs(old: dict[str, Any], entry: dict[str, Any], key: Any
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``entry``'s runs with ``old``'s runs of the seeds ``entry`` did not run, sorted by
+    ``key``; and those kept runs of ``old``."""
+    mine = {r["seed"] for r in entry["runs"]}
+    kept = [r for r in old.get("runs", []) if r["seed"] not in mine]
+    return sorted(kept + entry["runs"], key=key), kept
+
+
 def _merge_grid(old: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     """``entry``'s grid runs pooled with ``old``'s runs of other seeds: the summary, the
     critical values and the reference summary are recomputed over all of them."""
-    mine = set(entry["config"]["seeds"])
-    runs = sorted([r for r in old["runs"] if r["seed"] not in mine] + entry["runs"],
-                  key=lambda r: (entry["config"]["values"].index(r["value"]), r["seed"]))
+    values = entry["config"]["values"]
+    runs, kept = _pool_runs(old, entry, key=lambda r: (values.index(r["value"]), r["seed"]))
+    old_cpu = sum(r["cpu_s_train"] + r["cpu_s_report"] for r in kept)
     cfg = {**entry["config"], "seeds": sorted({r["seed"] for r in runs})}
     summary = summarise_runs(cfg, runs)
     critical = {str(t): critical_summary(cfg["kind"], summary, runs, t)
                 for t in cfg["thresholds"]}
-    old_cpu = sum(r["cpu_s_train"] + r["cpu_s_report"] for r in old["runs"]
-                  if r["seed"] not in mine)
     out = {**entry, "config": cfg, "runs": runs, "summary": summary, "critical": critical,
            "cpu_s": entry["cpu_s"] + old_cpu,
            "cpu_s_experiment": entry["cpu_s_experiment"] + old_cpu}
@@ -495,12 +504,9 @@ def _merge_seeds(res: dict[str, Any], name: str, entry: dict[str, Any]) -> None:
         return
     if old and "runs" in entry and "history" in (entry["runs"] or [{}])[0] and (
             old.get("iterations") == entry.get("iterations")):
-        mine = {r["seed"] for r in entry["runs"]}
-        runs = [r for r in old.get("runs", []) if r["seed"] not in mine] + entry["runs"]
-        entry = {**entry, "runs": sorted(runs, key=lambda r: r["seed"]),
-                 "cpu_s_experiment": entry["cpu_s_experiment"]
-                 + sum(r.get("cpu_s_train", 0.0) for r in old.get("runs", [])
-                       if r["seed"] not in mine)}
+        runs, kept = _pool_runs(old, entry, key=lambda r: r["seed"])
+        entry = {**entry, "runs": runs, "cpu_s_experiment": entry["cpu_s_experiment"]
+                 + sum(r.get("cpu_s_train", 0.0) for r in kept)}
     res[name] = entry
 
 
